@@ -1,0 +1,53 @@
+#pragma once
+// The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders"}]}.
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "auth/passwords.hpp"
+
+namespace smtpguard::auth {
+
+struct user_record {
+  std::string name;
+  std::string password_hash;                  ///< crypt(3) string; empty: no password login
+  std::optional<cram_md5_context> cram_md5;   ///< absent: CRAM-MD5 refused for this user
+  std::vector<std::string> senders;           ///< "a@b" exact, "@b" whole domain; empty: any sender
+};
+
+class user_db {
+ public:
+  /// Parses a users document. Throws std::runtime_error whose message names
+  /// the JSON path, e.g. "users[2].cram_md5: expected 64 hex digits".
+  static user_db parse(const nlohmann::json& document);
+  /// Reads and parses a file; errors are prefixed with the file name.
+  static user_db load(const std::string& path);
+
+  const user_record* find(std::string_view name) const;
+  std::size_t size() const noexcept { return users_.size(); }
+
+  /// Verifies a PLAIN/LOGIN password. Slow: call off the I/O threads. An
+  /// unknown user costs the same as a wrong password (a dummy hash is checked).
+  bool verify_password(std::string_view user, std::string_view password) const;
+  /// Verifies a CRAM-MD5 digest (16 raw octets) in constant time.
+  bool verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const;
+  /// MAIL FROM ownership: exact address or "@domain" entries, case-insensitive
+  /// on the domain; an empty list allows any sender.
+  bool sender_allowed(std::string_view user, std::string_view address) const;
+
+ private:
+  std::unordered_map<std::string, user_record> users_;
+  std::string dummy_hash_;
+};
+
+/// `smtpguard passwd [--scheme yescrypt|bcrypt|sha512-crypt] [--user NAME]`:
+/// reads one password line from `in`, prints one users-file entry as JSON to
+/// `out`. Returns the process exit code; errors go to `err`.
+int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& out, std::ostream& err);
+
+}  // namespace smtpguard::auth

@@ -1,0 +1,65 @@
+#pragma once
+// Server side of one SASL exchange (RFC 4954 section 4) as a pure state
+// machine: the session feeds it client lines and sends what it returns.
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "sasl/mechanism.hpp"
+
+namespace smtpguard::sasl {
+
+/// What the session must do next.
+struct step {
+  enum class kind {
+    challenge,  ///< send "334 " + text, read one more line
+    complete,   ///< credentials gathered: verify proof()
+    cancelled,  ///< client sent "*": reply 501 5.0.0
+    malformed,  ///< bad base64 or bad structure: reply 501 5.5.2
+  };
+  kind what = kind::malformed;
+  std::string text;  ///< base64 challenge for kind::challenge
+};
+
+/// PLAIN / LOGIN: a password to check against the user's crypt(3) hash.
+/// `authzid` is non-empty only when PLAIN carried one different from the user.
+struct password_proof {
+  std::string authzid;
+  std::string user;
+  std::string password;
+};
+/// CRAM-MD5: the raw 16-octet digest the client computed over `challenge`.
+struct cram_md5_proof {
+  std::string user;
+  std::string challenge;
+  std::string digest;  ///< 16 raw octets (decoded from the client's lowercase hex)
+};
+using proof = std::variant<password_proof, cram_md5_proof>;
+
+class server_exchange {
+ public:
+  /// `cram_challenge` is the full "<...@host>" string, used only for CRAM-MD5.
+  explicit server_exchange(mechanism m, std::string cram_challenge = {});
+
+  /// Starts the exchange. `initial_response` is the AUTH command's second
+  /// argument if present ("=" means an empty initial response, RFC 4954).
+  step start(std::string_view initial_response, bool has_initial_response);
+  /// Feeds the client's reply to the last challenge (one line, no CRLF).
+  step respond(std::string_view line);
+
+  /// Valid after a step of kind complete.
+  const proof& credentials() const noexcept { return proof_; }
+  mechanism which() const noexcept { return mechanism_; }
+
+ private:
+  mechanism mechanism_;
+  std::string cram_challenge_;
+  int stage_ = 0;
+  proof proof_;
+};
+
+/// A fresh CRAM-MD5 challenge "<random.unixtime@hostname>" (RFC 2195), with
+/// 64 bits from the CSPRNG.
+std::string make_cram_md5_challenge(std::string_view hostname);
+
+}  // namespace smtpguard::sasl
