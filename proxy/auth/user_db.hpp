@@ -1,5 +1,6 @@
 #pragma once
 // The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders"}]}.
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>

@@ -45,6 +45,10 @@ class data_reframer {
   std::uint64_t size() const noexcept { return size_; }
 
  private:
+  void emit(std::string& out, const char* data, std::size_t length) const;
+  void emit_content(std::string& out, const char* data, std::size_t length);  // counted in size_
+  bool end_line(bool canonical, std::string& out);  // true at the end of the message
+
   reframer_options options_;
   reframe_error error_ = reframe_error::none;
   std::uint64_t size_ = 0;
@@ -53,7 +57,7 @@ class data_reframer {
   bool previous_ending_canonical_ = true;  // the line before ended in CRLF (true at the start)
   bool pending_cr_ = false;                // last octet seen was CR
   bool pending_dot_ = false;               // line so far is exactly "."
-  bool line_has_content_ = false;
+  bool done_ = false;                      // end of message already returned
 };
 
 }  // namespace smtpguard::smtp

@@ -49,6 +49,7 @@ class reply_parser {
   std::size_t max_lines_;
   std::size_t max_line_length_;
   reply current_;
+  status state_ = status::need_more;
 };
 
 }  // namespace smtpguard::smtp

@@ -1,0 +1,224 @@
+#include "auth/user_db.hpp"
+
+#include <crypt.h>
+
+#include <algorithm>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+
+namespace smtpguard::auth {
+namespace {
+
+using json = nlohmann::json;
+
+// SASL identities above this size are refused by the exchange, so such a
+// user could never log in.
+constexpr std::size_t max_name_size = 255;
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  throw std::runtime_error(path + ": " + message);
+}
+
+bool is_locked(std::string_view hash) { return !hash.empty() && (hash.front() == '!' || hash.front() == '*'); }
+
+bool has_control_characters(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
+}
+
+std::string random_password() {
+  std::uint8_t bytes[24];
+  if (!RAND_bytes(bytes, sizeof bytes)) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string text;
+  for (const std::uint8_t b : bytes) {
+    text += digits[b >> 4];
+    text += digits[b & 0x0f];
+  }
+  OPENSSL_cleanse(bytes, sizeof bytes);
+  return text;
+}
+
+// A hash of a password nobody knows, checked for unknown users so that they
+// cost what a wrong password costs. Reusing a real hash's setting (scheme,
+// cost and salt) makes the work the same as for that user.
+std::string make_dummy_hash(const std::string* like) {
+  const std::string secret = random_password();
+  if (like != nullptr) {
+    auto scratch = std::make_unique<crypt_data>();
+    const char* hash = crypt_rn(secret.c_str(), like->c_str(), scratch.get(), sizeof(crypt_data));
+    std::string result = hash != nullptr && hash[0] != '*' ? hash : "";
+    OPENSSL_cleanse(scratch.get(), sizeof(crypt_data));
+    if (!result.empty()) return result;
+  }
+  return hash_password(secret, hash_scheme::yescrypt);
+}
+
+std::string read_name(const json& value, const std::string& path) {
+  if (!value.is_string()) fail(path, "expected a string");
+  std::string name = value.get<std::string>();
+  if (name.empty()) fail(path, "must not be empty");
+  if (name.size() > max_name_size) fail(path, "longer than " + std::to_string(max_name_size) + " bytes");
+  if (has_control_characters(name)) fail(path, "must not contain control characters");
+  return name;
+}
+
+std::string read_password_hash(const json& value, const std::string& path) {
+  if (!value.is_string()) fail(path, "expected a string");
+  std::string hash = value.get<std::string>();
+  if (hash.empty() || has_control_characters(hash) || hash.find(' ') != std::string::npos)
+    fail(path, "expected a crypt(3) hash");
+  // A locked entry ("!..." or "*") is kept: the user exists but cannot log in
+  // with a password.
+  if (!is_locked(hash) && crypt_checksalt(hash.c_str()) == CRYPT_SALT_INVALID)
+    fail(path, "not a crypt(3) hash this libxcrypt supports");
+  return hash;
+}
+
+cram_md5_context read_cram_md5(const json& value, const std::string& path) {
+  if (!value.is_string()) fail(path, "expected a string");
+  std::string_view text = value.get_ref<const std::string&>();
+  // Accept Dovecot's scheme-tagged form as printed by `doveadm pw -s CRAM-MD5`.
+  constexpr std::string_view dovecot_tag = "{CRAM-MD5}";
+  if (text.starts_with(dovecot_tag)) text.remove_prefix(dovecot_tag.size());
+  const auto ctx = cram_md5_context_from_hex(text);
+  if (!ctx) fail(path, "expected 64 hex digits");
+  return *ctx;
+}
+
+std::vector<std::string> read_senders(const json& value, const std::string& path) {
+  if (!value.is_array()) fail(path, "expected an array");
+  std::vector<std::string> senders;
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const std::string item_path = path + "[" + std::to_string(i) + "]";
+    const json& item = value[i];
+    if (!item.is_string()) fail(item_path, "expected a string");
+    std::string sender = item.get<std::string>();
+    const auto at = sender.rfind('@');
+    if (at == std::string::npos || at + 1 == sender.size() || has_control_characters(sender) ||
+        sender.find(' ') != std::string::npos)
+      fail(item_path, "expected \"local@domain\" or \"@domain\"");
+    senders.push_back(std::move(sender));
+  }
+  return senders;
+}
+
+user_record read_user(const json& value, const std::string& path) {
+  if (!value.is_object()) fail(path, "expected an object");
+  user_record user;
+  for (const auto& [key, field] : value.items()) {
+    const std::string field_path = path + "." + key;
+    if (key == "name") user.name = read_name(field, field_path);
+    else if (key == "password") user.password_hash = read_password_hash(field, field_path);
+    else if (key == "cram_md5") user.cram_md5 = read_cram_md5(field, field_path);
+    else if (key == "senders") user.senders = read_senders(field, field_path);
+    else fail(field_path, "unknown key");
+  }
+  if (!value.contains("name")) fail(path + ".name", "is required");
+  return user;
+}
+
+}  // namespace
+
+user_db user_db::parse(const json& document) {
+  if (!document.is_object()) fail("(top level)", "expected an object");
+  for (const auto& [key, _] : document.items())
+    if (key != "users") fail(key, "unknown key");
+  const auto users = document.find("users");
+  if (users == document.end()) fail("users", "is required");
+  if (!users->is_array()) fail("users", "expected an array");
+
+  user_db db;
+  const std::string* first_hash = nullptr;
+  for (std::size_t i = 0; i < users->size(); ++i) {
+    const std::string path = "users[" + std::to_string(i) + "]";
+    user_record user = read_user((*users)[i], path);
+    if (db.users_.contains(user.name)) fail(path + ".name", "duplicate user \"" + user.name + "\"");
+    const std::string name = user.name;
+    const auto& stored = db.users_.emplace(name, std::move(user)).first->second;
+    if (first_hash == nullptr && !stored.password_hash.empty() && !is_locked(stored.password_hash))
+      first_hash = &stored.password_hash;
+  }
+  db.dummy_hash_ = make_dummy_hash(first_hash);
+  return db;
+}
+
+user_db user_db::load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot read the users file");
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw std::runtime_error(path + ": cannot read the users file");
+
+  json document;
+  try {
+    document = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    // what() starts with "[json.exception.parse_error.N] ", noise to an operator.
+    std::string message = e.what();
+    if (const auto end = message.find("] "); message.starts_with("[json.") && end != std::string::npos)
+      message.erase(0, end + 2);
+    throw std::runtime_error(path + ": " + message);
+  }
+  try {
+    return parse(document);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(path + ": " + e.what());
+  }
+}
+
+const user_record* user_db::find(std::string_view name) const {
+  const auto it = users_.find(std::string(name));
+  return it == users_.end() ? nullptr : &it->second;
+}
+
+bool user_db::verify_password(std::string_view user, std::string_view password) const {
+  const user_record* record = find(user);
+  const bool usable = record != nullptr && !record->password_hash.empty() && !is_locked(record->password_hash);
+  // Always pay for one hash so that unknown, locked and password-less users
+  // cannot be told apart from a wrong password by timing.
+  const bool matches = verify_password_hash(password, usable ? std::string_view(record->password_hash)
+                                                             : std::string_view(dummy_hash_));
+  return usable && matches;
+}
+
+bool user_db::verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const {
+  const user_record* record = find(user);
+  const bool usable = record != nullptr && record->cram_md5.has_value();
+  // The digest's cost does not depend on the key, so any fixed context hides
+  // whether the user exists.
+  static constexpr cram_md5_context dummy_context{};
+  const auto expected = cram_md5_digest(usable ? *record->cram_md5 : dummy_context, challenge);
+  const bool matches = constant_time_equal(
+      std::string_view(reinterpret_cast<const char*>(expected.data()), expected.size()), digest);
+  return usable && matches;
+}
+
+bool user_db::sender_allowed(std::string_view user, std::string_view address) const {
+  const user_record* record = find(user);
+  if (record == nullptr) return false;
+  if (record->senders.empty()) return true;
+  const auto at = address.rfind('@');
+  const std::string_view domain = at == std::string_view::npos ? std::string_view{} : address.substr(at + 1);
+  return std::any_of(record->senders.begin(), record->senders.end(), [&](const std::string& allowed) {
+    if (allowed.starts_with('@')) return !domain.empty() && iequals(std::string_view(allowed).substr(1), domain);
+    return iequals(allowed, address);
+  });
+}
+
+}  // namespace smtpguard::auth

@@ -1,0 +1,344 @@
+#include "config.hpp"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace smtpguard {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void fail(const std::string& path, const std::string& message) {
+  throw config_error(path + ": " + message);
+}
+
+std::string child(const std::string& path, const std::string& key) {
+  return path.empty() ? key : path + "." + key;
+}
+
+// Walks one JSON object, remembering which keys were used, so that unknown
+// keys (usually typos) are reported instead of silently ignored.
+class object_reader {
+ public:
+  object_reader(const json& value, std::string path) : value_(value), path_(std::move(path)) {
+    if (!value_.is_object()) fail(path_.empty() ? "(top level)" : path_, "expected an object");
+  }
+
+  const json* find(const std::string& key) {
+    known_.insert(key);
+    auto it = value_.find(key);
+    return it == value_.end() ? nullptr : &*it;
+  }
+  std::string path(const std::string& key) const { return child(path_, key); }
+
+  bool get(const std::string& key, std::string& out) {
+    const json* v = find(key);
+    if (!v) return false;
+    if (!v->is_string()) fail(path(key), "expected a string");
+    out = v->get<std::string>();
+    return true;
+  }
+  bool get(const std::string& key, bool& out) {
+    const json* v = find(key);
+    if (!v) return false;
+    if (!v->is_boolean()) fail(path(key), "expected true or false");
+    out = v->get<bool>();
+    return true;
+  }
+  template <typename Int>
+  bool get_int(const std::string& key, Int& out, long long min, long long max) {
+    const json* v = find(key);
+    if (!v) return false;
+    if (!v->is_number_integer()) fail(path(key), "expected an integer");
+    const long long n = v->get<long long>();
+    if (n < min || n > max)
+      fail(path(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    out = static_cast<Int>(n);
+    return true;
+  }
+  template <typename Duration>
+  bool get_duration(const std::string& key, Duration& out, long long min, long long max) {
+    long long n = 0;
+    if (!get_int(key, n, min, max)) return false;
+    out = Duration(n);
+    return true;
+  }
+  void require(const std::string& key) {
+    if (!value_.contains(key)) fail(path(key), "is required");
+  }
+  void finish() const {
+    for (const auto& [key, _] : value_.items())
+      if (!known_.contains(key)) fail(child(path_, key), "unknown key");
+  }
+
+ private:
+  const json& value_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+std::string resolve(const std::string& base_dir, const std::string& file) {
+  std::filesystem::path p(file);
+  if (p.is_absolute() || base_dir.empty()) return p.lexically_normal().string();
+  return (std::filesystem::path(base_dir) / p).lexically_normal().string();
+}
+
+void require_readable(const std::string& path, const std::string& file) {
+  std::ifstream in(file);
+  if (!in) fail(path, "cannot read \"" + file + "\"");
+}
+
+endpoint endpoint_at(object_reader& r, const std::string& key, bool allow_unix) {
+  std::string text;
+  r.require(key);
+  r.get(key, text);
+  auto ep = parse_endpoint(text, allow_unix);
+  if (!ep)
+    fail(r.path(key), "\"" + text + "\" is not " +
+                          (allow_unix ? "host:port, [v6]:port or unix:/path" : "host:port or [v6]:port"));
+  return *ep;
+}
+
+template <typename Item>
+void read_array(object_reader& r, const std::string& key, std::vector<Item>& out,
+                const std::function<Item(const json&, const std::string&)>& read_item) {
+  const json* v = r.find(key);
+  if (!v) return;
+  if (!v->is_array()) fail(r.path(key), "expected an array");
+  out.clear();
+  for (std::size_t i = 0; i < v->size(); ++i)
+    out.push_back(read_item((*v)[i], r.path(key) + "[" + std::to_string(i) + "]"));
+}
+
+listener_config read_listener(const json& v, const std::string& path) {
+  object_reader r(v, path);
+  listener_config l;
+  r.require("name");
+  r.get("name", l.name);
+  if (l.name.empty()) fail(r.path("name"), "must not be empty");
+  l.address = endpoint_at(r, "address", false);
+  std::string mode = "starttls";
+  r.get("tls", mode);
+  if (mode == "implicit")
+    l.tls = tls_mode::implicit;
+  else if (mode == "starttls")
+    l.tls = tls_mode::starttls;
+  else if (mode == "none")
+    l.tls = tls_mode::none;
+  else
+    fail(r.path("tls"), "must be \"implicit\", \"starttls\" or \"none\"");
+  r.get("require_tls", l.require_tls);
+  r.get("allow_plaintext_auth", l.allow_plaintext_auth);
+  r.finish();
+  return l;
+}
+
+void read_tls(const json& v, const std::string& path, const std::string& base, tls_config& tls) {
+  object_reader r(v, path);
+  read_array<certificate_config>(r, "certificates", tls.certificates,
+                                 [&](const json& item, const std::string& item_path) {
+                                   object_reader c(item, item_path);
+                                   certificate_config cert;
+                                   c.require("cert");
+                                   c.require("key");
+                                   c.get("cert", cert.cert);
+                                   c.get("key", cert.key);
+                                   c.finish();
+                                   cert.cert = resolve(base, cert.cert);
+                                   cert.key = resolve(base, cert.key);
+                                   require_readable(c.path("cert"), cert.cert);
+                                   require_readable(c.path("key"), cert.key);
+                                   return cert;
+                                 });
+  if (r.get("min_version", tls.min_version) && tls.min_version != "1.2" && tls.min_version != "1.3")
+    fail(r.path("min_version"), "must be \"1.2\" or \"1.3\" (older versions are refused)");
+  r.finish();
+}
+
+void read_auth(const json& v, const std::string& path, const std::string& base, auth_config& auth) {
+  object_reader r(v, path);
+  r.require("users_file");
+  r.get("users_file", auth.users_file);
+  auth.users_file = resolve(base, auth.users_file);
+  require_readable(r.path("users_file"), auth.users_file);
+  read_array<std::string>(r, "mechanisms", auth.mechanisms, [](const json& item, const std::string& p) {
+    if (!item.is_string()) fail(p, "expected a string");
+    std::string m = item.get<std::string>();
+    for (auto& c : m) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (m != "PLAIN" && m != "LOGIN" && m != "CRAM-MD5")
+      fail(p, "unsupported mechanism \"" + item.get<std::string>() + "\" (PLAIN, LOGIN, CRAM-MD5)");
+    return m;
+  });
+  r.get_duration("failure_delay_ms", auth.failure_delay, 0, 60000);
+  r.get_int("max_failures", auth.max_failures, 1, 100);
+  r.get_int("verifier_threads", auth.verifier_threads, 1, 64);
+  r.finish();
+}
+
+void read_backend(const json& v, const std::string& path, backend_config& backend) {
+  object_reader r(v, path);
+  backend.address = endpoint_at(r, "address", false);
+  r.get("helo_name", backend.helo_name);
+  r.get_duration("health_interval", backend.health_interval, 1, 3600);
+  r.finish();
+}
+
+void read_limits(const json& v, const std::string& path, limits_config& limits) {
+  object_reader r(v, path);
+  r.get_int("max_message_size", limits.max_message_size, 1024, 1LL << 40);
+  r.get_int("max_recipients", limits.max_recipients, 1, 100000);
+  r.get_int("max_command_line", limits.max_command_line, 512, 65536);
+  r.get_int("max_errors", limits.max_errors, 1, 1000);
+  r.finish();
+}
+
+void read_timeouts(const json& v, const std::string& path, timeouts_config& t) {
+  object_reader r(v, path);
+  constexpr long long day = 86400;
+  r.get_duration("greeting", t.greeting, 1, day);
+  r.get_duration("command", t.command, 1, day);
+  r.get_duration("data_block", t.data_block, 1, day);
+  r.get_duration("data_end", t.data_end, 600, day);  // RFC 5321 4.5.3.2.6: at least 10 minutes
+  r.get_duration("tls_handshake", t.tls_handshake, 1, 3600);
+  r.get_duration("backend_connect", t.backend_connect, 1, 3600);
+  r.get_duration("backend_reply", t.backend_reply, 1, day);
+  r.finish();
+}
+
+void read_smtp(const json& v, const std::string& path, smtp_config& smtp) {
+  object_reader r(v, path);
+  if (r.get("banner", smtp.banner)) {
+    for (char c : smtp.banner)
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) fail(r.path("banner"), "must be printable text");
+  }
+  std::string policy;
+  if (r.get("bare_line_endings", policy)) {
+    if (policy == "reject")
+      smtp.bare_line_endings = smtp::line_ending_policy::reject;
+    else if (policy == "normalize")
+      smtp.bare_line_endings = smtp::line_ending_policy::normalize;
+    else
+      fail(r.path("bare_line_endings"), "must be \"reject\" or \"normalize\"");
+  }
+  r.finish();
+}
+
+}  // namespace
+
+std::optional<endpoint> parse_endpoint(const std::string& text, bool allow_unix) {
+  endpoint ep;
+  ep.text = text;
+  if (text.starts_with("unix:")) {
+    if (!allow_unix || text.size() <= 5 || text[5] != '/') return std::nullopt;
+    ep.unix_path = text.substr(5);
+    return ep;
+  }
+  std::string port_text;
+  if (text.starts_with("[")) {
+    const auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return std::nullopt;
+    ep.host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+    if (ep.host.find(':') == std::string::npos) return std::nullopt;
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) return std::nullopt;
+    ep.host = text.substr(0, colon);
+    if (ep.host.find(':') != std::string::npos) return std::nullopt;  // bare IPv6 needs brackets
+    port_text = text.substr(colon + 1);
+  }
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535)
+    return std::nullopt;
+  ep.port = static_cast<std::uint16_t>(port);
+  for (char c : ep.host)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '_'))
+      return std::nullopt;
+  return ep;
+}
+
+config parse_config(const std::string& json_text, const std::string& base_dir) {
+  json document;
+  try {
+    document = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    fail("(json)", e.what());
+  }
+  object_reader r(document, "");
+  config c;
+  r.require("hostname");
+  r.get("hostname", c.hostname);
+  if (c.hostname.empty() || c.hostname.find_first_of(" \t\r\n") != std::string::npos)
+    fail("hostname", "must be a host name without spaces");
+  r.get_int("threads", c.threads, 0, 256);
+  if (c.threads == 0) c.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  r.require("listeners");
+  read_array<listener_config>(r, "listeners", c.listeners, read_listener);
+  if (c.listeners.empty()) fail("listeners", "at least one listener is required");
+  std::set<std::string> names;
+  bool needs_tls = false;
+  for (std::size_t i = 0; i < c.listeners.size(); ++i) {
+    const auto& l = c.listeners[i];
+    if (!names.insert(l.name).second)
+      fail("listeners[" + std::to_string(i) + "].name", "duplicate listener name \"" + l.name + "\"");
+    needs_tls = needs_tls || l.tls != tls_mode::none;
+  }
+
+  if (const json* v = r.find("tls")) read_tls(*v, "tls", base_dir, c.tls);
+  if (needs_tls && c.tls.certificates.empty())
+    fail("tls.certificates", "a TLS listener needs at least one certificate");
+
+  r.require("auth");
+  read_auth(*r.find("auth"), "auth", base_dir, c.auth);
+  r.require("backend");
+  read_backend(*r.find("backend"), "backend", c.backend);
+  if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;
+  if (const json* v = r.find("limits")) read_limits(*v, "limits", c.limits);
+  if (const json* v = r.find("timeouts")) read_timeouts(*v, "timeouts", c.timeouts);
+  if (const json* v = r.find("smtp")) read_smtp(*v, "smtp", c.smtp);
+  if (const json* v = r.find("metrics")) {
+    object_reader m(*v, "metrics");
+    std::string address;
+    if (m.get("address", address)) {
+      c.metrics.address = parse_endpoint(address);
+      if (!c.metrics.address) fail("metrics.address", "\"" + address + "\" is not host:port or [v6]:port");
+    }
+    m.finish();
+  }
+  if (const json* v = r.find("log")) {
+    object_reader l(*v, "log");
+    std::string format;
+    if (l.get("format", format)) {
+      if (format == "text")
+        c.log.format = log_format::text;
+      else if (format == "json")
+        c.log.format = log_format::json;
+      else
+        fail("log.format", "must be \"text\" or \"json\"");
+    }
+    l.finish();
+  }
+  r.finish();
+  return c;
+}
+
+config load_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw config_error(path + ": cannot read the configuration file");
+  std::stringstream text;
+  text << in.rdbuf();
+  const auto base = std::filesystem::absolute(path).parent_path().string();
+  config c = parse_config(text.str(), base);
+  c.path = path;
+  return c;
+}
+
+}  // namespace smtpguard

@@ -1,0 +1,119 @@
+#pragma once
+// The configuration file: JSON in, a validated struct out. Every error names
+// the JSON path it is about, so `--check-config` output points at the line to fix.
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "smtp/data_reframer.hpp"
+
+namespace smtpguard {
+
+/// A parsed "host:port" or "[v6]:port" (or "unix:/path" where allowed).
+struct endpoint {
+  std::string host;  ///< literal address or name, without brackets
+  std::uint16_t port = 0;
+  std::string unix_path;  ///< set for "unix:/path" (backend only)
+  std::string text;       ///< as written, for logs
+};
+
+enum class tls_mode { implicit, starttls, none };
+
+struct listener_config {
+  std::string name;
+  endpoint address;
+  tls_mode tls = tls_mode::starttls;
+  bool require_tls = true;            ///< starttls: no AUTH/MAIL before STARTTLS
+  bool allow_plaintext_auth = false;  ///< advertise and accept AUTH without TLS
+};
+
+struct certificate_config {
+  std::string cert;  ///< PEM chain, leaf first
+  std::string key;
+};
+
+struct tls_config {
+  std::vector<certificate_config> certificates;
+  std::string min_version = "1.2";  ///< "1.2" or "1.3"
+};
+
+struct auth_config {
+  std::string users_file;
+  std::vector<std::string> mechanisms{"PLAIN", "LOGIN", "CRAM-MD5"};
+  std::chrono::milliseconds failure_delay{1000};  ///< before a 535, against guessing
+  int max_failures = 3;                           ///< per session, then 421 and close
+  int verifier_threads = 2;                       ///< slow hash checks run here, not on I/O threads
+};
+
+struct backend_config {
+  endpoint address;
+  std::string helo_name;  ///< default: our hostname
+  std::chrono::seconds health_interval{30};
+};
+
+struct limits_config {
+  std::uint64_t max_message_size = 26214400;
+  int max_recipients = 100;
+  std::size_t max_command_line = 512;  ///< RFC 5321 4.5.3.1.4
+  int max_errors = 10;                 ///< bad commands before we hang up
+};
+
+struct timeouts_config {
+  std::chrono::seconds greeting{300};  ///< RFC 5321 4.5.3.2: server waits 5 min for a command
+  std::chrono::seconds command{300};
+  std::chrono::seconds data_block{180};  ///< between DATA blocks (3 min)
+  std::chrono::seconds data_end{600};    ///< backend's reply after the final dot (10 min)
+  std::chrono::seconds tls_handshake{30};
+  std::chrono::seconds backend_connect{30};
+  std::chrono::seconds backend_reply{300};
+};
+
+struct smtp_config {
+  std::string banner = "ESMTP";
+  smtp::line_ending_policy bare_line_endings = smtp::line_ending_policy::reject;
+};
+
+struct metrics_config {
+  std::optional<endpoint> address;
+};
+
+enum class log_format { text, json };
+
+struct log_config {
+  log_format format = log_format::text;
+};
+
+struct config {
+  std::string path;  ///< the file it came from
+  std::string hostname;
+  int threads = 0;  ///< 0: one per core
+  std::vector<listener_config> listeners;
+  tls_config tls;
+  auth_config auth;
+  backend_config backend;
+  limits_config limits;
+  timeouts_config timeouts;
+  smtp_config smtp;
+  metrics_config metrics;
+  log_config log;
+};
+
+/// A configuration error; what() is "<json.path>: <problem>".
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Reads, parses and validates a configuration file. Relative paths inside
+/// resolve against the file's directory.
+config load_config(const std::string& path);
+/// Parses a configuration from JSON text; `base_dir` anchors relative paths.
+config parse_config(const std::string& json_text, const std::string& base_dir);
+
+/// Parses "host:port", "[v6]:port" and, when `allow_unix`, "unix:/path".
+std::optional<endpoint> parse_endpoint(const std::string& text, bool allow_unix = false);
+
+}  // namespace smtpguard

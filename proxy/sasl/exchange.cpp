@@ -1,0 +1,206 @@
+#include "sasl/exchange.hpp"
+
+#include <cstdint>
+#include <ctime>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include <openssl/rand.h>
+
+#include "sasl/base64.hpp"
+
+namespace smtpguard::sasl {
+namespace {
+
+// Bounds on decoded fields: far above any real user name or password, low
+// enough that a hostile client cannot make us hash megabytes.
+constexpr std::size_t max_identity_size = 255;
+constexpr std::size_t max_password_size = 1024;
+
+// base64("Username:") and base64("Password:"): the de facto LOGIN prompts
+// (draft-murchison-sasl-login); some clients match on the decoded text.
+constexpr std::string_view login_user_prompt = "VXNlcm5hbWU6";
+constexpr std::string_view login_password_prompt = "UGFzc3dvcmQ6";
+
+constexpr std::size_t cram_md5_hex_size = 32;
+
+// Values of server_exchange::stage_.
+constexpr int stage_idle = 0;
+constexpr int stage_plain_response = 1;
+constexpr int stage_login_user = 2;
+constexpr int stage_login_password = 3;
+constexpr int stage_cram_md5_response = 4;
+constexpr int stage_done = 5;
+
+step make_step(step::kind what, std::string text = {}) { return step{what, std::move(text)}; }
+
+std::optional<std::uint8_t> hex_value(char c) {
+  if (c >= '0' && c <= '9') return static_cast<std::uint8_t>(c - '0');
+  if (c >= 'a' && c <= 'f') return static_cast<std::uint8_t>(c - 'a' + 10);
+  if (c >= 'A' && c <= 'F') return static_cast<std::uint8_t>(c - 'A' + 10);
+  return std::nullopt;
+}
+
+// The per-exchange transitions, kept out of the header so that it only shows
+// the state the session can observe.
+class transitions {
+ public:
+  transitions(int& stage, proof& out, const std::string& cram_challenge)
+      : stage_(stage), out_(out), cram_challenge_(cram_challenge) {}
+
+  step finish(step::kind what) {
+    stage_ = stage_done;
+    if (what != step::kind::complete) out_ = password_proof{};
+    return make_step(what);
+  }
+
+  // RFC 4616: message = [authzid] UTF8NUL authcid UTF8NUL passwd.
+  step plain_message(std::string_view message) {
+    const auto first = message.find('\0');
+    if (first == std::string_view::npos) return finish(step::kind::malformed);
+    const auto second = message.find('\0', first + 1);
+    if (second == std::string_view::npos) return finish(step::kind::malformed);
+    if (message.find('\0', second + 1) != std::string_view::npos) return finish(step::kind::malformed);
+
+    const std::string_view authzid = message.substr(0, first);
+    const std::string_view authcid = message.substr(first + 1, second - first - 1);
+    const std::string_view passwd = message.substr(second + 1);
+    if (authcid.empty() || passwd.empty() || authcid.size() > max_identity_size ||
+        authzid.size() > max_identity_size || passwd.size() > max_password_size)
+      return finish(step::kind::malformed);
+
+    password_proof p;
+    // Clients that repeat their own name as authzid are not asking to act as
+    // someone else; only a different authzid needs an authorization decision.
+    if (authzid != authcid) p.authzid = authzid;
+    p.user = authcid;
+    p.password = passwd;
+    out_ = std::move(p);
+    return finish(step::kind::complete);
+  }
+
+  step login_user(std::string_view user) {
+    if (user.empty() || user.size() > max_identity_size || user.find('\0') != std::string_view::npos)
+      return finish(step::kind::malformed);
+    password_proof p;
+    p.user = user;
+    out_ = std::move(p);
+    stage_ = stage_login_password;
+    return make_step(step::kind::challenge, std::string(login_password_prompt));
+  }
+
+  // A NUL could never match a crypt(3) hash (the phrase is a C string), and
+  // PLAIN cannot carry one either.
+  step login_password(std::string_view password) {
+    if (password.empty() || password.size() > max_password_size ||
+        password.find('\0') != std::string_view::npos)
+      return finish(step::kind::malformed);
+    std::get<password_proof>(out_).password = password;
+    return finish(step::kind::complete);
+  }
+
+  // RFC 2195: response = user SP 32 lowercase hex digits. The user name may
+  // itself contain spaces, so the digest is whatever follows the last one.
+  step cram_md5_response(std::string_view response) {
+    const auto space = response.rfind(' ');
+    if (space == std::string_view::npos || space == 0) return finish(step::kind::malformed);
+    const std::string_view user = response.substr(0, space);
+    const std::string_view hex = response.substr(space + 1);
+    if (user.size() > max_identity_size || user.find('\0') != std::string_view::npos ||
+        hex.size() != cram_md5_hex_size)
+      return finish(step::kind::malformed);
+
+    std::string digest(cram_md5_hex_size / 2, '\0');
+    for (std::size_t i = 0; i < digest.size(); ++i) {
+      const auto high = hex_value(hex[2 * i]);
+      const auto low = hex_value(hex[2 * i + 1]);
+      if (!high || !low) return finish(step::kind::malformed);
+      digest[i] = static_cast<char>((*high << 4) | *low);
+    }
+    out_ = cram_md5_proof{std::string(user), cram_challenge_, std::move(digest)};
+    return finish(step::kind::complete);
+  }
+
+ private:
+  int& stage_;
+  proof& out_;
+  const std::string& cram_challenge_;
+};
+
+}  // namespace
+
+server_exchange::server_exchange(mechanism m, std::string cram_challenge)
+    : mechanism_(m), cram_challenge_(std::move(cram_challenge)) {
+  // A fixed (empty) challenge would make every CRAM-MD5 response replayable.
+  if (mechanism_ == mechanism::cram_md5 && cram_challenge_.empty())
+    throw std::invalid_argument("CRAM-MD5 needs a challenge");
+}
+
+step server_exchange::start(std::string_view initial_response, bool has_initial_response) {
+  // Out-of-order calls are a caller bug: refuse them but keep what was gathered.
+  if (stage_ != stage_idle) return make_step(step::kind::malformed);
+  transitions t(stage_, proof_, cram_challenge_);
+
+  // RFC 4954 section 4: "=" stands for an empty initial response; "*" only
+  // cancels an answer to a challenge, so here it is just bad base64.
+  std::optional<std::string> decoded;
+  if (has_initial_response) {
+    if (initial_response == "=")
+      decoded.emplace();
+    else if (!initial_response.empty())
+      decoded = base64_decode(initial_response);
+    if (!decoded) return t.finish(step::kind::malformed);
+  }
+
+  switch (mechanism_) {
+    case mechanism::plain:
+      if (decoded) return t.plain_message(*decoded);
+      stage_ = stage_plain_response;
+      return make_step(step::kind::challenge);
+    case mechanism::login:
+      if (decoded) return t.login_user(*decoded);
+      stage_ = stage_login_user;
+      return make_step(step::kind::challenge, std::string(login_user_prompt));
+    case mechanism::cram_md5:
+      // RFC 2195: the server speaks first, so a client cannot have a response yet.
+      if (decoded) return t.finish(step::kind::malformed);
+      stage_ = stage_cram_md5_response;
+      return make_step(step::kind::challenge, base64_encode(cram_challenge_));
+  }
+  return t.finish(step::kind::malformed);
+}
+
+step server_exchange::respond(std::string_view line) {
+  if (stage_ == stage_idle || stage_ == stage_done) return make_step(step::kind::malformed);
+  transitions t(stage_, proof_, cram_challenge_);
+  if (line == "*") return t.finish(step::kind::cancelled);
+  const std::optional<std::string> decoded = base64_decode(line);
+  if (!decoded) return t.finish(step::kind::malformed);
+
+  switch (stage_) {
+    case stage_plain_response: return t.plain_message(*decoded);
+    case stage_login_user: return t.login_user(*decoded);
+    case stage_login_password: return t.login_password(*decoded);
+    case stage_cram_md5_response: return t.cram_md5_response(*decoded);
+    default: return t.finish(step::kind::malformed);
+  }
+}
+
+std::string make_cram_md5_challenge(std::string_view hostname) {
+  std::uint64_t random = 0;
+  if (!RAND_bytes(reinterpret_cast<std::uint8_t*>(&random), sizeof random))
+    throw std::runtime_error("RAND_bytes failed");
+  std::string challenge = "<";
+  challenge += std::to_string(random);
+  challenge += '.';
+  challenge += std::to_string(static_cast<long long>(std::time(nullptr)));
+  challenge += '@';
+  challenge += hostname;
+  challenge += '>';
+  return challenge;
+}
+
+}  // namespace smtpguard::sasl

@@ -1,0 +1,123 @@
+#include "server.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <csignal>
+#include <list>
+#include <thread>
+#include <vector>
+
+#include "auth/user_db.hpp"
+#include "log.hpp"
+#include "metrics.hpp"
+#include "net/listener.hpp"
+#include "session/backend_monitor.hpp"
+#include "session/client_session.hpp"
+#include "session/credential_verifier.hpp"
+#include "tls/server_context.hpp"
+
+namespace smtpguard {
+namespace {
+
+bool uses_tls(const config& settings) {
+  for (const auto& l : settings.listeners)
+    if (l.tls != tls_mode::none) return true;
+  return false;
+}
+
+std::shared_ptr<const auth::user_db> load_users(const config& settings) {
+  try {
+    return std::make_shared<const auth::user_db>(auth::user_db::load(settings.auth.users_file));
+  } catch (const std::exception& e) {
+    throw config_error(std::string("auth.users_file: ") + e.what());
+  }
+}
+
+std::shared_ptr<asio::ssl::context> load_tls(const config& settings) {
+  if (!uses_tls(settings)) return nullptr;
+  try {
+    return tls::make_server_context(settings.tls);
+  } catch (const std::exception& e) {
+    throw config_error(std::string("tls.certificates: ") + e.what());
+  }
+}
+
+}  // namespace
+
+void check_runtime_files(const config& settings) {
+  load_users(settings);
+  load_tls(settings);
+}
+
+int run_server(std::shared_ptr<const config> settings) {
+  std::signal(SIGPIPE, SIG_IGN);
+  log::set_format(settings->log.format);
+
+  metrics stats;
+  if (settings->metrics.address) stats.expose(settings->metrics.address->text);
+  session::credential_verifier verifier(settings->auth.verifier_threads);
+  session::backend_monitor backend(settings->backend, settings->timeouts, stats);
+
+  session::runtime rt;
+  rt.settings = settings;
+  rt.tls = load_tls(*settings);
+  rt.users = load_users(*settings);
+  rt.stats = &stats;
+  rt.verifier = &verifier;
+  rt.backend = &backend;
+
+  const auto thread_count = static_cast<std::size_t>(settings->threads);
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::list<net::tcp::acceptor> acceptors;
+  for (std::size_t i = 0; i < thread_count; ++i) {
+    contexts.push_back(std::make_unique<asio::io_context>(1));
+    auto executor = contexts.back()->get_executor();
+    for (const auto& listener : settings->listeners) {
+      auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
+      asio::co_spawn(executor,
+                     net::accept_loop(acceptor,
+                                      [&listener, &rt, executor](net::tcp::socket socket) {
+                                        asio::co_spawn(
+                                            executor,
+                                            session::run_client_session(std::move(socket), listener, rt),
+                                            asio::detached);
+                                      }),
+                     asio::detached);
+    }
+  }
+
+  auto& main_context = *contexts.front();
+  asio::co_spawn(main_context, backend.run(), asio::detached);
+
+  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
+  std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& error,
+                                                                    int number) {
+    if (error) return;
+    if (number == SIGHUP) {
+      log::event("reload_ignored")
+          .add("reason", "configuration reload is not supported yet; restart instead");
+      signals.async_wait(on_signal);
+      return;
+    }
+    log::event("stopping").add("signal", number);
+    for (auto& acceptor : acceptors) asio::post(acceptor.get_executor(), [&acceptor] { acceptor.close(); });
+    for (auto& context : contexts) context->stop();
+  };
+  signals.async_wait(on_signal);
+
+  log::event("started")
+      .add("version", SMTPGUARD_VERSION)
+      .add("threads", static_cast<int>(thread_count))
+      .add("listeners", static_cast<int>(settings->listeners.size()))
+      .add("backend", settings->backend.address.text);
+
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < thread_count; ++i) threads.emplace_back([&, i] { contexts[i]->run(); });
+  main_context.run();
+  for (auto& context : contexts) context->stop();
+  for (auto& t : threads) t.join();
+  log::event("stopped");
+  return 0;
+}
+
+}  // namespace smtpguard

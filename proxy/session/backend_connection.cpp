@@ -1,0 +1,115 @@
+#include "session/backend_connection.hpp"
+
+#include <asio/connect.hpp>
+
+#include "log.hpp"
+
+namespace smtpguard::session {
+namespace {
+
+// Backend reply lines may be long (multi-line EHLO, long texts); RFC 5321
+// 4.5.3.1.5 says 512, real MTAs go beyond it.
+constexpr std::size_t max_backend_line = 4096;
+
+}  // namespace
+
+backend_connection::backend_connection(net::tcp::socket socket, const timeouts_config& timeouts)
+    : socket_(std::move(socket)), timeouts_(timeouts), io_(socket_, max_backend_line) {}
+
+net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const backend_config& backend,
+                                                                             const timeouts_config& timeouts,
+                                                                             std::string& failed_stage) {
+  auto executor = co_await asio::this_coro::executor;
+  failed_stage = "connect";
+  net::tcp::resolver resolver(executor);
+  auto resolved = co_await net::with_timeout(
+      resolver.async_resolve(backend.address.host, std::to_string(backend.address.port), net::as_result),
+      timeouts.backend_connect);
+  if (!resolved || std::get<0>(*resolved)) co_return nullptr;
+  net::tcp::socket socket(executor);
+  auto connected = co_await net::with_timeout(
+      asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
+  if (!connected || std::get<0>(*connected)) co_return nullptr;
+  socket.set_option(net::tcp::no_delay(true));
+
+  auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
+  failed_stage = "greeting";
+  auto greeting = co_await connection->read_reply(timeouts.backend_reply);
+  if (!greeting || greeting->code != 220) {
+    connection->abort();
+    co_return nullptr;
+  }
+  failed_stage = "ehlo";
+  const std::string ehlo_line = "EHLO " + backend.helo_name;
+  const std::string helo_line = "HELO " + backend.helo_name;
+  auto ehlo = co_await connection->command(ehlo_line);
+  if (ehlo && ehlo->code == 250) {
+    connection->capabilities_ = smtp::parse_ehlo(*ehlo);
+  } else if (ehlo && ehlo->reply_class() == 5) {
+    // RFC 5321 3.2: a server without ESMTP; fall back to HELO.
+    auto helo = co_await connection->command(helo_line);
+    if (!helo || helo->code != 250) ehlo.reset();
+  } else {
+    ehlo.reset();
+  }
+  if (!ehlo) {
+    connection->abort();
+    co_return nullptr;
+  }
+  failed_stage.clear();
+  co_return connection;
+}
+
+net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::string_view line) {
+  io_.queue(line);
+  io_.queue("\r\n");
+  const bool sent = co_await io_.flush(timeouts_.backend_reply);
+  if (!sent) {
+    abort();
+    co_return std::nullopt;
+  }
+  auto answer = co_await read_reply(timeouts_.backend_reply);
+  co_return answer;
+}
+
+net::awaitable<bool> backend_connection::write(std::string_view bytes) {
+  io_.queue(bytes);
+  const bool sent = co_await io_.flush(timeouts_.data_block);
+  if (sent) co_return true;
+  abort();
+  co_return false;
+}
+
+net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::duration limit) {
+  smtp::reply_parser parser;
+  smtp::framed_line line;
+  for (;;) {
+    const auto status = co_await io_.read_line(line, limit);
+    if (status != net::read_status::line || line.bare_lf || line.has_bare_cr || line.has_nul) break;
+    switch (parser.feed(line.text)) {
+      case smtp::reply_parser::status::need_more:
+        continue;
+      case smtp::reply_parser::status::done:
+        co_return parser.take();
+      case smtp::reply_parser::status::bad:
+        break;
+    }
+    break;
+  }
+  abort();
+  co_return std::nullopt;
+}
+
+net::awaitable<void> backend_connection::quit() {
+  if (!is_open()) co_return;
+  co_await command("QUIT");
+  abort();
+}
+
+void backend_connection::abort() noexcept {
+  asio::error_code ignored;
+  socket_.shutdown(net::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+}
+
+}  // namespace smtpguard::session

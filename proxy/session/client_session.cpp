@@ -1,0 +1,698 @@
+#include "session/client_session.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <asio/ssl/stream.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <variant>
+
+#include "log.hpp"
+#include "net/line_io.hpp"
+#include "sasl/exchange.hpp"
+#include "session/backend_connection.hpp"
+#include "smtp/capabilities.hpp"
+#include "smtp/command.hpp"
+#include "smtp/data_reframer.hpp"
+#include "smtp/dialogue.hpp"
+#include "smtp/received.hpp"
+#include "smtp/replies.hpp"
+#include "tls/server_context.hpp"
+
+namespace smtpguard::session {
+namespace {
+
+namespace replies = smtp::replies;
+using tls_stream = asio::ssl::stream<net::tcp::socket>;
+using std::chrono::seconds;
+
+// RFC 4954 section 4: an AUTH line may carry a 12288-octet initial response.
+constexpr std::size_t max_auth_line = 12288 + 2;
+constexpr auto last_words_timeout = seconds(5);
+
+enum class outcome { next, quit, closed, start_tls };
+
+std::string new_session_id() {
+  std::uint8_t bytes[6];
+  RAND_bytes(bytes, sizeof bytes);
+  char text[13];
+  for (std::size_t i = 0; i < sizeof bytes; ++i) std::snprintf(text + 2 * i, 3, "%02x", bytes[i]);
+  return text;
+}
+
+std::string_view protocol_name(const smtp::dialogue_state& state) {
+  if (!state.extended) return state.tls ? "SMTPS" : "SMTP";
+  if (state.authenticated) return state.tls ? "ESMTPSA" : "ESMTPA";
+  return state.tls ? "ESMTPS" : "ESMTP";
+}
+
+bool parameters_supported(const smtp::path_argument& path, const smtp::capabilities& backend, bool mail) {
+  for (const auto& p : path.parameters) {
+    if (mail && p.keyword == "SIZE") continue;
+    if (mail && p.keyword == "BODY") {
+      if (p.value == "7BIT") continue;
+      if ((p.value == "8BITMIME" || p.value == "8bitmime") && backend.eightbitmime) continue;
+      return false;
+    }
+    if (mail && p.keyword == "SMTPUTF8" && !p.has_value && backend.smtputf8) continue;
+    if (mail && (p.keyword == "RET" || p.keyword == "ENVID") && backend.dsn) continue;
+    if (!mail && (p.keyword == "NOTIFY" || p.keyword == "ORCPT") && backend.dsn) continue;
+    return false;
+  }
+  return true;
+}
+
+bool has_parameter(const smtp::path_argument& path, std::string_view keyword) {
+  return std::any_of(path.parameters.begin(), path.parameters.end(),
+                     [&](const smtp::mail_parameter& p) { return p.keyword == keyword; });
+}
+
+// RFC 4954 section 5: the client's AUTH= is about its own identity claims and
+// means nothing to a backend that did not authenticate it; never forward it.
+void strip_auth_parameter(smtp::path_argument& path) {
+  std::erase_if(path.parameters, [](const smtp::mail_parameter& p) { return p.keyword == "AUTH"; });
+}
+
+class client_session {
+ public:
+  client_session(const listener_config& listener, runtime rt, std::string peer_ip, std::uint16_t peer_port)
+      : listener_(listener),
+        rt_(std::move(rt)),
+        settings_(*rt_.settings),
+        id_(new_session_id()),
+        peer_ip_(std::move(peer_ip)),
+        peer_port_(peer_port) {
+    policy_.starttls_listener = listener.tls == tls_mode::starttls;
+    policy_.require_tls = listener.tls != tls_mode::none && listener.require_tls;
+    policy_.allow_plaintext_auth = listener.allow_plaintext_auth;
+    policy_.mechanisms = settings_.auth.mechanisms;
+    policy_.max_recipients = settings_.limits.max_recipients;
+  }
+
+  net::awaitable<void> run(net::tcp::socket socket) {
+    log::event("connect")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("port", static_cast<int>(peer_port_))
+        .add("listener", listener_.name);
+    if (listener_.tls == tls_mode::implicit) {
+      tls_stream stream(std::move(socket), *rt_.tls);
+      co_await serve_tls(stream);
+    } else {
+      auto result = co_await serve(socket);
+      if (result == outcome::start_tls) {
+        tls_stream stream(std::move(socket), *rt_.tls);
+        // RFC 3207 section 4.2: forget everything learned before TLS.
+        state_ = smtp::after_starttls();
+        co_await serve_tls(stream);
+      }
+    }
+    if (backend_) co_await backend_->quit();
+    log::event("disconnect")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("user", state_.user)
+        .add("messages", messages_);
+  }
+
+ private:
+  // --- TLS -----------------------------------------------------------------
+
+  net::awaitable<bool> handshake(tls_stream& stream) {
+    auto done = co_await net::with_timeout(stream.async_handshake(tls_stream::server, net::as_result),
+                                           settings_.timeouts.tls_handshake);
+    if (!done || std::get<0>(*done)) {
+      const std::string reason = done ? std::get<0>(*done).message() : "timeout";
+      rt_.stats->tls_handshake(listener_.name, "", "", done ? "error" : "timeout");
+      log::event("tls_failed").add("session", id_).add("client", peer_ip_).add("reason", reason);
+      co_return false;
+    }
+    tls_ = tls::describe(stream.native_handle());
+    state_.tls = true;
+    rt_.stats->tls_handshake(listener_.name, tls_.version, tls_.cipher, "success");
+    log::event("tls").add("session", id_).add("version", tls_.version).add("cipher", tls_.cipher);
+    co_return true;
+  }
+
+  net::awaitable<void> serve_tls(tls_stream& stream) {
+    const bool secured = co_await handshake(stream);
+    if (!secured) co_return;
+    const outcome result = co_await serve(stream);
+    // After QUIT, say goodbye properly; otherwise the peer is already gone.
+    if (result == outcome::quit)
+      co_await net::with_timeout(stream.async_shutdown(net::as_result), seconds(2));
+  }
+
+  // --- the command loop ------------------------------------------------------
+
+  template <typename Stream>
+  net::awaitable<outcome> serve(Stream& stream) {
+    net::line_io<Stream> io(stream, std::max(settings_.limits.max_command_line, max_auth_line));
+    if (!greeting_sent_) {
+      greeting_sent_ = true;
+      io.queue("220 " + settings_.hostname + " " + settings_.smtp.banner + "\r\n");
+    }
+    for (;;) {
+      smtp::framed_line line;
+      const auto status = co_await io.read_line(line, settings_.timeouts.command);
+      if (status == net::read_status::timeout) {
+        const outcome ended = co_await last_words(io, replies::timeout);
+        co_return ended;
+      }
+      if (status == net::read_status::closed) co_return outcome::closed;
+      if (status == net::read_status::too_long) {
+        if (!refuse(io, replies::line_too_long, true)) {
+          const outcome ended = co_await close_with(io);
+          co_return ended;
+        }
+        continue;
+      }
+      if (line.bare_lf || line.has_bare_cr || line.has_nul) {
+        if (!refuse(io, replies::bad_characters, true)) {
+          const outcome ended = co_await close_with(io);
+          co_return ended;
+        }
+        continue;
+      }
+      const smtp::command cmd = smtp::parse_command(line.text);
+      if (cmd.name != smtp::verb::auth && line.text.size() + 2 > settings_.limits.max_command_line) {
+        if (!refuse(io, replies::line_too_long, true)) {
+          const outcome ended = co_await close_with(io);
+          co_return ended;
+        }
+        continue;
+      }
+      const outcome result = co_await execute(io, cmd);
+      if (result != outcome::next) co_return result;
+    }
+  }
+
+  template <typename Stream>
+  net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
+    const smtp::decision decision = smtp::decide(state_, policy_, cmd);
+    switch (decision.what) {
+      case smtp::effect::reply:
+        if (!refuse(io, decision.reply, decision.counts_as_error)) {
+          const outcome ended = co_await close_with(io);
+          co_return ended;
+        }
+        co_return outcome::next;
+      case smtp::effect::greet:
+        co_await greet(io, cmd);
+        co_return outcome::next;
+      case smtp::effect::start_tls: {
+        io.queue(decision.reply);
+        const bool flushed = co_await io.flush(settings_.timeouts.command);
+        if (!flushed) co_return outcome::closed;
+        // RFC 3207 section 4.2 / CVE-2011-0411: anything pipelined after
+        // STARTTLS was sent in plaintext and is never executed.
+        io.framer().clear();
+        co_return outcome::start_tls;
+      }
+      case smtp::effect::authenticate: {
+        const outcome ended = co_await authenticate(io, cmd);
+        co_return ended;
+      }
+      case smtp::effect::mail:
+        co_await mail(io, cmd);
+        co_return outcome::next;
+      case smtp::effect::rcpt:
+        co_await rcpt(io, cmd);
+        co_return outcome::next;
+      case smtp::effect::data: {
+        const outcome ended = co_await data(io);
+        co_return ended;
+      }
+      case smtp::effect::rset:
+        co_await reset_transaction(io, true);
+        co_return outcome::next;
+      case smtp::effect::noop:
+        if (backend_ && backend_->is_open())
+          co_await relay_command(io, "NOOP");
+        else
+          io.queue(replies::ok);
+        co_return outcome::next;
+      case smtp::effect::quit:
+        io.queue(decision.reply);
+        co_await io.flush(last_words_timeout);
+        co_return outcome::quit;
+    }
+    co_return outcome::next;
+  }
+
+  /// Queues a refusal; false when the client has used up its error budget.
+  template <typename Stream>
+  bool refuse(net::line_io<Stream>& io, std::string_view text, bool counts_as_error) {
+    io.queue(text);
+    return !counts_as_error || ++errors_ < settings_.limits.max_errors;
+  }
+
+  template <typename Stream>
+  net::awaitable<outcome> close_with(net::line_io<Stream>& io) {
+    {
+      const outcome ended = co_await last_words(io, replies::too_many_errors);
+      co_return ended;
+    }
+  }
+
+  template <typename Stream>
+  net::awaitable<outcome> last_words(net::line_io<Stream>& io, std::string_view text) {
+    io.queue(text);
+    co_await io.flush(last_words_timeout);
+    log::event("closed")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("reason", text.substr(0, text.size() - 2));
+    co_return outcome::closed;
+  }
+
+  // --- EHLO / HELO -----------------------------------------------------------
+
+  template <typename Stream>
+  net::awaitable<void> greet(net::line_io<Stream>& io, const smtp::command& cmd) {
+    // RFC 5321 4.1.4: EHLO in the middle of a transaction resets it.
+    if (state_.in_transaction) co_await reset_transaction(io, false);
+    state_.greeted = true;
+    state_.extended = cmd.name == smtp::verb::ehlo;
+    state_.helo = std::string(cmd.argument.substr(0, 255));
+    if (!state_.extended) {
+      io.queue("250 " + settings_.hostname + "\r\n");
+      co_return;
+    }
+    smtp::ehlo_offer offer;
+    offer.hostname = settings_.hostname;
+    offer.client_name = state_.helo;
+    offer.starttls = smtp::starttls_offered(state_, policy_);
+    if (smtp::auth_offered(state_, policy_))
+      for (const auto& m : policy_.mechanisms) offer.auth_mechanisms.push_back(m);
+    offer.max_message_size = settings_.limits.max_message_size;
+    const auto backend_capabilities = rt_.backend->capabilities();
+    smtp::build_ehlo_reply(*backend_capabilities, offer).append_to(output_scratch_);
+    io.queue(output_scratch_);
+    output_scratch_.clear();
+  }
+
+  // --- AUTH ------------------------------------------------------------------
+
+  template <typename Stream>
+  net::awaitable<outcome> authenticate(net::line_io<Stream>& io, const smtp::command& cmd) {
+    const auto space = cmd.argument.find(' ');
+    const std::string_view name = cmd.argument.substr(0, space);
+    const bool has_initial = space != std::string_view::npos;
+    const std::string_view initial = has_initial ? cmd.argument.substr(space + 1) : std::string_view{};
+    const auto mechanism = sasl::parse_mechanism(name);
+    const bool enabled = mechanism && std::find(policy_.mechanisms.begin(), policy_.mechanisms.end(),
+                                                sasl::mechanism_name(*mechanism)) != policy_.mechanisms.end();
+    if (!enabled) {
+      if (!refuse(io, replies::auth_mechanism_unknown, true)) {
+        const outcome ended = co_await close_with(io);
+        co_return ended;
+      }
+      co_return outcome::next;
+    }
+    const std::string_view mechanism_label = sasl::mechanism_name(*mechanism);
+    sasl::server_exchange exchange(*mechanism, *mechanism == sasl::mechanism::cram_md5
+                                                   ? sasl::make_cram_md5_challenge(settings_.hostname)
+                                                   : std::string{});
+    sasl::step step = exchange.start(initial, has_initial);
+    while (step.what == sasl::step::kind::challenge) {
+      io.queue("334 " + step.text + "\r\n");
+      smtp::framed_line line;
+      const auto status = co_await io.read_line(line, settings_.timeouts.command);
+      if (status == net::read_status::timeout) {
+        const outcome ended = co_await last_words(io, replies::timeout);
+        co_return ended;
+      }
+      if (status == net::read_status::closed) co_return outcome::closed;
+      if (status == net::read_status::too_long) {
+        rt_.stats->auth_attempt(mechanism_label, "malformed");
+        io.queue(replies::auth_line_too_long);
+        co_return outcome::next;
+      }
+      step = exchange.respond(line.text);
+    }
+    if (step.what == sasl::step::kind::cancelled) {
+      rt_.stats->auth_attempt(mechanism_label, "cancelled");
+      io.queue(replies::auth_cancelled);
+      co_return outcome::next;
+    }
+    if (step.what == sasl::step::kind::malformed) {
+      rt_.stats->auth_attempt(mechanism_label, "malformed");
+      if (!refuse(io, replies::auth_cannot_decode, true)) {
+        const outcome ended = co_await close_with(io);
+        co_return ended;
+      }
+      co_return outcome::next;
+    }
+
+    const std::string user = std::visit([](const auto& proof) { return proof.user; }, exchange.credentials());
+    const bool valid = co_await rt_.verifier->verify(rt_.users, exchange.credentials());
+    if (valid) {
+      state_.authenticated = true;
+      state_.user = user;
+      rt_.stats->auth_attempt(mechanism_label, "success");
+      log::event("auth")
+          .add("session", id_)
+          .add("client", peer_ip_)
+          .add("mechanism", mechanism_label)
+          .add("user", user)
+          .add("result", "success");
+      io.queue(replies::auth_succeeded);
+      co_return outcome::next;
+    }
+    ++auth_failures_;
+    rt_.stats->auth_attempt(mechanism_label, "failure");
+    // A stable line for fail2ban: "event=auth ... client=<ip> ... result=failure".
+    log::event("auth")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("mechanism", mechanism_label)
+        .add("user", user)
+        .add("result", "failure");
+    // Slow down guessing; the delay is the same whether the user exists or not.
+    asio::steady_timer delay(co_await asio::this_coro::executor, settings_.auth.failure_delay);
+    co_await delay.async_wait(net::as_result);
+    if (auth_failures_ >= settings_.auth.max_failures) {
+      const outcome ended = co_await last_words(io, replies::auth_too_many_failures);
+      co_return ended;
+    }
+    io.queue(replies::auth_invalid);
+    co_return outcome::next;
+  }
+
+  // --- the transaction --------------------------------------------------------
+
+  /// Connects to the backend if this session has no live connection yet.
+  net::awaitable<bool> ensure_backend() {
+    if (backend_ && backend_->is_open()) co_return true;
+    std::string failed_stage;
+    const auto started = std::chrono::steady_clock::now();
+    backend_ = co_await backend_connection::open(settings_.backend, settings_.timeouts, failed_stage);
+    if (!backend_) {
+      rt_.stats->backend_error(failed_stage);
+      log::event("backend_failed")
+          .add("session", id_)
+          .add("backend", settings_.backend.address.text)
+          .add("stage", failed_stage);
+      co_return false;
+    }
+    rt_.backend->update(backend_->capabilities());
+    const auto elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    log::event("backend")
+        .add("session", id_)
+        .add("backend", settings_.backend.address.text)
+        .add("connect_ms", static_cast<std::int64_t>(elapsed.count()));
+    co_return true;
+  }
+
+  /// Sends a command to the backend and relays its reply. Returns the reply
+  /// code, or 0 when the backend failed (the client then got a 451).
+  template <typename Stream>
+  net::awaitable<int> relay_command(net::line_io<Stream>& io, std::string_view line) {
+    auto answer = co_await backend_->command(line);
+    if (!answer) {
+      backend_lost(io);
+      co_return 0;
+    }
+    relay_reply(io, *answer);
+    co_return answer->code;
+  }
+
+  template <typename Stream>
+  void relay_reply(net::line_io<Stream>& io, smtp::reply answer) {
+    // A backend 421 closes the backend connection, not the client session:
+    // tell the client to retry the transaction later instead.
+    if (answer.code == 421) {
+      answer.code = 451;
+      backend_->abort();
+      state_.in_transaction = false;
+      state_.recipients = 0;
+    }
+    smtp::ensure_enhanced_codes(answer);
+    answer.append_to(output_scratch_);
+    io.queue(output_scratch_);
+    output_scratch_.clear();
+  }
+
+  template <typename Stream>
+  void backend_lost(net::line_io<Stream>& io) {
+    rt_.stats->backend_error("transaction");
+    log::event("backend_lost").add("session", id_).add("backend", settings_.backend.address.text);
+    backend_.reset();
+    state_.in_transaction = false;
+    state_.recipients = 0;
+    io.queue(replies::backend_failed);
+  }
+
+  template <typename Stream>
+  net::awaitable<void> mail(net::line_io<Stream>& io, const smtp::command& cmd) {
+    auto path = smtp::parse_mail_from(cmd.argument);
+    if (!path) {
+      refuse(io, replies::mail_syntax, true);
+      co_return;
+    }
+    strip_auth_parameter(*path);
+    if (path->has_8bit && !has_parameter(*path, "SMTPUTF8")) {
+      io.queue(replies::utf8_needs_smtputf8);
+      co_return;
+    }
+    for (const auto& p : path->parameters) {
+      if (p.keyword != "SIZE") continue;
+      char* end = nullptr;
+      const unsigned long long declared = std::strtoull(p.value.c_str(), &end, 10);
+      if (p.value.empty() || *end != '\0') {
+        refuse(io, replies::syntax_error_arguments, true);
+        co_return;
+      }
+      if (declared > settings_.limits.max_message_size) {
+        io.queue(replies::message_too_big);
+        co_return;
+      }
+    }
+    if (!path->mailbox.empty() && !rt_.users->sender_allowed(state_.user, path->mailbox)) {
+      log::event("sender_refused").add("session", id_).add("user", state_.user).add("sender", path->mailbox);
+      io.queue(replies::sender_not_owned);
+      co_return;
+    }
+    const bool connected = co_await ensure_backend();
+    if (!connected) {
+      io.queue(replies::backend_unavailable);
+      co_return;
+    }
+    if (!parameters_supported(*path, backend_->capabilities(), true)) {
+      io.queue(replies::parameter_unsupported);
+      co_return;
+    }
+    const std::string line = smtp::format_mail_from(*path);
+    const int code = co_await relay_command(io, line);
+    if (code / 100 == 2) {
+      state_.in_transaction = true;
+      state_.recipients = 0;
+      sender_ = path->mailbox;
+      last_recipient_.clear();
+    }
+  }
+
+  template <typename Stream>
+  net::awaitable<void> rcpt(net::line_io<Stream>& io, const smtp::command& cmd) {
+    auto path = smtp::parse_rcpt_to(cmd.argument);
+    if (!path) {
+      refuse(io, replies::rcpt_syntax, true);
+      co_return;
+    }
+    if (!backend_ || !backend_->is_open()) {
+      backend_lost(io);
+      co_return;
+    }
+    if (!parameters_supported(*path, backend_->capabilities(), false)) {
+      io.queue(replies::parameter_unsupported);
+      co_return;
+    }
+    const std::string line = smtp::format_rcpt_to(*path);
+    const int code = co_await relay_command(io, line);
+    if (code / 100 == 2) {
+      ++state_.recipients;
+      last_recipient_ = path->mailbox;
+    }
+  }
+
+  template <typename Stream>
+  net::awaitable<void> reset_transaction(net::line_io<Stream>& io, bool reply) {
+    const bool relay = backend_ && backend_->is_open() && state_.in_transaction;
+    state_.in_transaction = false;
+    state_.recipients = 0;
+    if (!relay) {
+      if (reply) io.queue(replies::ok);
+      co_return;
+    }
+    auto answer = co_await backend_->command("RSET");
+    if (!answer || answer->code != 250) backend_.reset();  // a fresh connection is as good as a reset
+    if (reply) io.queue(replies::ok);
+  }
+
+  template <typename Stream>
+  net::awaitable<outcome> data(net::line_io<Stream>& io) {
+    if (!backend_ || !backend_->is_open()) {
+      backend_lost(io);
+      co_return outcome::next;
+    }
+    auto go_ahead = co_await backend_->command("DATA");
+    if (!go_ahead) {
+      backend_lost(io);
+      co_return outcome::next;
+    }
+    if (go_ahead->code != 354) {
+      relay_reply(io, *go_ahead);
+      co_await reset_transaction(io, false);
+      co_return outcome::next;
+    }
+    io.queue(replies::start_mail_input);
+    {
+      const outcome ended = co_await transfer_message(io);
+      co_return ended;
+    }
+  }
+
+  std::string received_header() const {
+    smtp::received_info info;
+    info.helo = state_.helo;
+    info.client_ip = peer_ip_;
+    info.by_host = settings_.hostname;
+    info.protocol = protocol_name(state_);
+    info.id = id_;
+    info.tls_version = tls_.version;
+    info.tls_cipher = tls_.cipher;
+    info.user = state_.user;
+    if (state_.recipients == 1) info.recipient = last_recipient_;
+    info.when = std::time(nullptr);
+    return smtp::build_received_header(info);
+  }
+
+  /// The message itself: client bytes through the re-framer to the backend,
+  /// and 250 to the client only once the backend said 250.
+  template <typename Stream>
+  net::awaitable<outcome> transfer_message(net::line_io<Stream>& io) {
+    const int recipients = state_.recipients;
+    std::string to_backend = received_header();
+    state_.in_transaction = false;
+    state_.recipients = 0;
+    const bool flushed = co_await io.flush(settings_.timeouts.command);
+    if (!flushed) {
+      backend_->abort();
+      backend_.reset();
+      co_return outcome::closed;
+    }
+    smtp::data_reframer reframer({settings_.smtp.bare_line_endings, settings_.limits.max_message_size});
+    const std::string pipelined = io.framer().take_buffered();
+    std::string_view input = pipelined;
+    bool backend_ok = true;
+    for (;;) {
+      const auto fed = reframer.feed(input, to_backend);
+      if (reframer.error() != smtp::reframe_error::none) to_backend.clear();
+      if (backend_ok && !to_backend.empty()) {
+        backend_ok = co_await backend_->write(to_backend);
+        to_backend.clear();
+      }
+      if (fed.done) {
+        io.framer().feed(input.substr(fed.consumed));
+        break;
+      }
+      const auto status = co_await io.read_raw(input, settings_.timeouts.data_block);
+      if (status != net::read_status::line) {
+        // The client vanished mid-message: the backend must never see the final dot.
+        backend_->abort();
+        backend_.reset();
+        log::event("message").add("session", id_).add("result", "aborted").add("size", reframer.size());
+        if (status == net::read_status::timeout) {
+          const outcome ended = co_await last_words(io, replies::timeout);
+          co_return ended;
+        }
+        co_return outcome::closed;
+      }
+    }
+
+    const auto size = reframer.size();
+    std::string_view result = "failed";
+    std::string_view reason = "backend";
+    std::string backend_text;
+    if (reframer.error() != smtp::reframe_error::none) {
+      // The backend holds a partial message; dropping the connection is the
+      // only way to make sure it is never delivered.
+      backend_->abort();
+      backend_.reset();
+      result = "rejected";
+      const bool too_big = reframer.error() == smtp::reframe_error::too_big;
+      reason = too_big ? "too_big" : "bare_line_ending";
+      io.queue(too_big ? replies::message_too_big : replies::bare_line_ending);
+    } else if (!backend_ok) {
+      backend_lost(io);
+    } else {
+      std::optional<smtp::reply> answer = co_await backend_->read_reply(settings_.timeouts.data_end);
+      if (!answer) {
+        backend_lost(io);
+      } else {
+        const int reply_class = answer->reply_class();
+        result = reply_class == 2 ? "accepted" : reply_class == 5 ? "rejected" : "deferred";
+        reason = reply_class == 2 ? "" : "backend";
+        if (!answer->lines.empty()) backend_text = answer->lines.front();
+        relay_reply(io, *answer);
+        ++messages_;
+      }
+    }
+    log::event("message")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("user", state_.user)
+        .add("sender", sender_)
+        .add("recipients", recipients)
+        .add("size", size)
+        .add("result", result)
+        .add("reason", reason)
+        .add("backend_reply", backend_text);
+    rt_.stats->message(result, size, recipients);
+    co_return outcome::next;
+  }
+
+  const listener_config& listener_;
+  runtime rt_;
+  const config& settings_;
+  std::string id_;
+  std::string peer_ip_;
+  std::uint16_t peer_port_;
+  smtp::dialogue_policy policy_;
+  smtp::dialogue_state state_;
+  tls::connection_info tls_;
+  std::unique_ptr<backend_connection> backend_;
+  std::string sender_;
+  std::string last_recipient_;
+  std::string output_scratch_;
+  bool greeting_sent_ = false;
+  int errors_ = 0;
+  int auth_failures_ = 0;
+  int messages_ = 0;
+};
+
+}  // namespace
+
+net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener,
+                                        runtime rt) {
+  auto* stats = rt.stats;
+  stats->connection_accepted(listener.name);
+  stats->session_started();
+  try {
+    asio::error_code ignored;
+    const auto peer = socket.remote_endpoint(ignored);
+    socket.set_option(net::tcp::no_delay(true), ignored);
+    client_session session(listener, std::move(rt), peer.address().to_string(), peer.port());
+    co_await session.run(std::move(socket));
+  } catch (const std::exception& e) {
+    log::event("session_error").add("listener", listener.name).add("error", e.what());
+  }
+  stats->session_ended();
+}
+
+}  // namespace smtpguard::session

@@ -1,0 +1,14 @@
+#pragma once
+// The client side of one SMTP session, from accept to close, as one coroutine:
+// greeting -> commands in plaintext -> [STARTTLS -> commands again over TLS]
+// -> transactions relayed to the backend.
+#include "config.hpp"
+#include "net/asio_fwd.hpp"
+#include "session/runtime.hpp"
+
+namespace smtpguard::session {
+
+/// Runs the session to its end. Never throws.
+net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt);
+
+}  // namespace smtpguard::session

@@ -1,0 +1,42 @@
+#include "session/credential_verifier.hpp"
+
+#include <variant>
+
+namespace smtpguard::session {
+namespace {
+
+bool check(const auth::user_db& users, const sasl::proof& proof) {
+  if (const auto* password = std::get_if<sasl::password_proof>(&proof)) {
+    // We do not act on behalf of other identities (RFC 4616 authzid).
+    if (!password->authzid.empty()) {
+      users.verify_password(password->user, password->password);
+      return false;
+    }
+    return users.verify_password(password->user, password->password);
+  }
+  const auto& cram = std::get<sasl::cram_md5_proof>(proof);
+  return users.verify_cram_md5(cram.user, cram.challenge, cram.digest);
+}
+
+}  // namespace
+
+credential_verifier::credential_verifier(int threads) : pool_(static_cast<std::size_t>(threads)) {}
+
+credential_verifier::~credential_verifier() {
+  pool_.stop();
+  pool_.join();
+}
+
+net::awaitable<bool> credential_verifier::verify(std::shared_ptr<const auth::user_db> users,
+                                                 sasl::proof proof) {
+  if (std::holds_alternative<sasl::cram_md5_proof>(proof)) co_return check(*users, proof);  // one HMAC: cheap
+  // The lambda is built outside the co_await expression: GCC 12 frees
+  // captures of a lambda created inside one twice.
+  auto check_on_pool = [users = std::move(users), proof = std::move(proof)]() -> net::awaitable<bool> {
+    co_return check(*users, proof);
+  };
+  const bool valid = co_await asio::co_spawn(pool_.get_executor(), std::move(check_on_pool), asio::use_awaitable);
+  co_return valid;
+}
+
+}  // namespace smtpguard::session

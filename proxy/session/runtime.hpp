@@ -1,0 +1,24 @@
+#pragma once
+// What every session shares: the configuration and the objects built from it
+// (immutable, swapped whole on reload) and the long-lived services.
+#include <asio/ssl/context.hpp>
+#include <memory>
+
+#include "auth/user_db.hpp"
+#include "config.hpp"
+#include "metrics.hpp"
+#include "session/backend_monitor.hpp"
+#include "session/credential_verifier.hpp"
+
+namespace smtpguard::session {
+
+struct runtime {
+  std::shared_ptr<const config> settings;
+  std::shared_ptr<asio::ssl::context> tls;  ///< null when no listener uses TLS
+  std::shared_ptr<const auth::user_db> users;
+  metrics* stats = nullptr;
+  credential_verifier* verifier = nullptr;
+  backend_monitor* backend = nullptr;
+};
+
+}  // namespace smtpguard::session

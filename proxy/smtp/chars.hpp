@@ -1,0 +1,28 @@
+#pragma once
+// Octet-level helpers shared by the SMTP parsers; ASCII only, never locale-dependent.
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace smtpguard::smtp {
+
+constexpr char ascii_upper(char c) noexcept { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
+
+constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_upper(a[i]) != ascii_upper(b[i])) return false;
+  }
+  return true;
+}
+
+inline std::string to_upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = ascii_upper(c);
+  return out;
+}
+
+/// Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, at most U+10FFFF.
+bool is_valid_utf8(std::string_view s) noexcept;
+
+}  // namespace smtpguard::smtp
