@@ -90,6 +90,8 @@ std::string resolve(const std::string& base_dir, const std::string& file) {
 }
 
 void require_readable(const std::string& path, const std::string& file) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) fail(path, "\"" + file + "\" is a directory, not a file");
   std::ifstream in(file);
   if (!in) fail(path, "cannot read \"" + file + "\"");
 }

@@ -12,11 +12,17 @@ bool tls_missing(const dialogue_state& state, const dialogue_policy& policy) {
   return policy.require_tls && !state.tls;
 }
 
+// RFC 3207 section 4: a listener that requires TLS refuses AUTH before STARTTLS,
+// whatever allow_plaintext_auth says.
+bool auth_needs_tls(const dialogue_state& state, const dialogue_policy& policy) {
+  return !state.tls && (policy.require_tls || !policy.allow_plaintext_auth);
+}
+
 }  // namespace
 
 bool auth_offered(const dialogue_state& state, const dialogue_policy& policy) {
   if (policy.mechanisms.empty() || state.authenticated) return false;
-  return state.tls || policy.allow_plaintext_auth;
+  return !auth_needs_tls(state, policy);
 }
 
 bool starttls_offered(const dialogue_state& state, const dialogue_policy& policy) {
@@ -46,7 +52,7 @@ decision decide(const dialogue_state& state, const dialogue_policy& policy, cons
     case verb::auth:
       if (!state.greeted) return refuse(replies::send_helo_first, true);
       // RFC 3207 section 4: refuse before TLS without looking at credentials.
-      if (!state.tls && !policy.allow_plaintext_auth) return refuse(replies::must_starttls, true);
+      if (auth_needs_tls(state, policy)) return refuse(replies::must_starttls, true);
       if (state.authenticated) return refuse(replies::auth_already, true);
       if (state.in_transaction) return refuse(replies::auth_in_transaction, true);
       if (!has_argument) return refuse(replies::syntax_error_arguments, true);

@@ -1,0 +1,38 @@
+# Shared by scripts/run, scripts/test and scripts/bench: Debian packages and the build.
+# shellcheck shell=bash
+
+SMTPGUARD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
+  libasio-dev android-libboringssl-dev nlohmann-json3-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libcrypt-dev)
+RUN_PACKAGES=(python3-aiosmtpd swaks)
+TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix)
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs whatever is missing, and nothing when everything is there.
+install_packages() {
+  local missing=()
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  echo "==> installing Debian packages: ${missing[*]}"
+  # Postfix is only started by the tests, privately; never configure the system one.
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Configures and builds the release preset; extra arguments go to the build.
+build_release() {
+  echo "==> building (build/release)"
+  cmake --preset release -S "$SMTPGUARD_ROOT" >/dev/null
+  cmake --build --preset release "$@"
+}
+
+SMTPGUARD_BINARY="$SMTPGUARD_ROOT/build/release/proxy/smtpguard"

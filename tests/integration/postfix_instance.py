@@ -1,0 +1,235 @@
+"""A private, throwaway Postfix instance on loopback, used as a real backend.
+
+It has its own configuration, queue, data and mail directories under one
+temporary directory, listens with smtpd on 127.0.0.1:<port> only, accepts
+mail for example.test from 127.0.0.0/8 and delivers it with virtual(8) into
+a single Maildir (<base>/mail/mailbox/). It needs root (Postfix's master
+runs as root and drops privileges to the postfix user).
+"""
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+MASTER_CF_CANDIDATES = ("/etc/postfix/master.cf", "/usr/share/postfix/master.cf.dist")
+
+
+def postfix_available():
+    """(True, "") or (False, reason)."""
+    if not os.path.exists(POSTFIX):
+        return False, "postfix is not installed (no postfix command)"
+    if not any(os.path.exists(p) for p in MASTER_CF_CANDIDATES):
+        return False, "postfix is not installed (no master.cf template)"
+    try:
+        pwd.getpwnam("postfix")
+        grp.getgrnam("postdrop")
+    except KeyError:
+        return False, "postfix is not installed (no postfix user / postdrop group)"
+    return True, ""
+
+
+def _master_cf(template_text, port):
+    """Debian's master.cf, minus its public smtpd and the pipe(8) transports
+    for software that is not installed, with chroot off everywhere (our queue
+    directory has no chroot jail), plus an smtpd on 127.0.0.1:<port>."""
+    entries = []
+    for line in template_text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and entries:
+            entries[-1].append(line)
+        else:
+            entries.append([line])
+    out = [f"127.0.0.1:{port} inet n - n - - smtpd"]
+    have_postlog = False
+    for entry in entries:
+        fields = entry[0].split()
+        if len(fields) < 8:
+            continue
+        service, kind = fields[0], fields[1]
+        if kind == "inet" or fields[7] == "pipe":
+            continue
+        if service == "postlog":
+            have_postlog = True
+        fields[4] = "n"
+        out.append(" ".join(fields[:8]) + ("" if len(fields) == 8 else " " + " ".join(fields[8:])))
+        out.extend(entry[1:])
+    if not have_postlog:
+        out.append("postlog unix-dgram n - n - 1 postlogd")
+    return "\n".join(out) + "\n"
+
+
+class PostfixInstance:
+    def __init__(self, port, base_dir=None):
+        self.port = port
+        # Not under pytest's private (0700) tmp directory: virtual(8) delivers
+        # as the postfix user, which must be able to reach the mail directory.
+        self.base = base_dir or tempfile.mkdtemp(prefix="smtpguard-postfix-")
+        os.chmod(self.base, 0o755)
+        self.config_dir = os.path.join(self.base, "etc")
+        self.queue_dir = os.path.join(self.base, "spool")
+        self.data_dir = os.path.join(self.base, "lib")
+        self.mail_dir = os.path.join(self.base, "mail")
+        self.maildir = os.path.join(self.mail_dir, "mailbox")
+        self.log_file = os.path.join(self.base, "postfix.log")
+        self.started = False
+
+    # -- setup -------------------------------------------------------------
+    def _run(self, *args, check=True, timeout=60):
+        cmd = [POSTFIX, "-c", self.config_dir, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=self._env())
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                f"stderr:\n{proc.stderr}\nlog:\n{self.log()}")
+        return proc
+
+    def _env(self):
+        env = dict(os.environ)
+        env["MAIL_CONFIG"] = self.config_dir
+        return env
+
+    def write_config(self):
+        pw = pwd.getpwnam("postfix")
+        for d in (self.config_dir, self.queue_dir, self.data_dir):
+            os.makedirs(d, exist_ok=True)
+        os.makedirs(self.mail_dir, exist_ok=True)
+        os.chown(self.queue_dir, 0, 0)
+        os.chmod(self.queue_dir, 0o755)
+        os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.data_dir, 0o700)
+        os.chown(self.mail_dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.mail_dir, 0o755)
+        open(self.log_file, "a").close()
+
+        template = next(p for p in MASTER_CF_CANDIDATES if os.path.exists(p))
+        with open(template) as f:
+            master_cf = _master_cf(f.read(), self.port)
+        main_cf = f"""\
+compatibility_level = 3.6
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = backend.example.test
+mydomain = example.test
+myorigin = $myhostname
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions =
+local_recipient_maps =
+relay_domains =
+alias_maps =
+alias_database =
+virtual_mailbox_domains = example.test
+virtual_mailbox_base = {self.mail_dir}
+virtual_mailbox_maps = static:mailbox/
+virtual_uid_maps = static:{pw.pw_uid}
+virtual_gid_maps = static:{pw.pw_gid}
+virtual_minimum_uid = 1
+maillog_file = {self.log_file}
+maillog_file_prefixes = /var, /dev/stdout, {self.base}
+biff = no
+append_dot_mydomain = no
+smtpd_banner = $myhostname ESMTP
+smtp_dns_support_level = disabled
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+smtputf8_enable = yes
+delay_warning_time = 0h
+"""
+        with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
+            f.write(main_cf)
+        with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
+            f.write(master_cf)
+        # Only root writes here (Postfix checks the ownership).
+        for name in ("main.cf", "master.cf"):
+            os.chown(os.path.join(self.config_dir, name), 0, 0)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, timeout=20):
+        self.write_config()
+        # Creates the queue subdirectories with the right owners and modes.
+        self._run("set-permissions", check=False)
+        self._run("check")
+        self._run("start")
+        self.started = True
+        deadline = time.monotonic() + timeout
+        import socket
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    s.settimeout(5)
+                    if s.recv(512).startswith(b"220"):
+                        s.sendall(b"QUIT\r\n")
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Postfix smtpd on 127.0.0.1:{self.port} did not answer "
+                                   f"within {timeout}s\nlog:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.started:
+            self._run("stop", check=False)
+            # master exits asynchronously; wait for its pid file lock to go.
+            pid_file = os.path.join(self.queue_dir, "pid", "master.pid")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    with open(pid_file) as f:
+                        pid = int(f.read().strip() or 0)
+                    if not pid:
+                        break
+                    os.kill(pid, 0)
+                except (OSError, ValueError):
+                    break
+                time.sleep(0.1)
+            self.started = False
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- inspection --------------------------------------------------------
+    def log(self):
+        try:
+            with open(self.log_file, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return "(no log)"
+
+    def delivered(self):
+        """Paths of messages in the Maildir's new/ folder, oldest first."""
+        new = os.path.join(self.maildir, "new")
+        try:
+            names = os.listdir(new)
+        except FileNotFoundError:
+            return []
+        paths = [os.path.join(new, n) for n in names]
+        return sorted(paths, key=lambda p: os.stat(p).st_mtime_ns)
+
+    def wait_for_delivery(self, count=1, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            paths = self.delivered()
+            if len(paths) >= count:
+                return paths
+            time.sleep(0.1)
+        raise AssertionError(
+            f"Postfix delivered {len(self.delivered())} message(s) to {self.maildir}/new "
+            f"within {timeout}s, expected {count}\nPostfix log:\n{self.log()}")
+
+    def queue_ids_in_log(self):
+        return re.findall(r"postfix/\w+\[\d+\]: ([0-9A-F]{6,}): ", self.log())

@@ -1,0 +1,89 @@
+"""Prometheus metrics and health endpoints on the metrics port."""
+
+import time
+
+from harness import ALICE, metric_value, smtplib_auth, wait_until
+
+MESSAGE = b"Subject: metrics\r\n\r\ncounting\r\n"
+
+# (family, labels) -> how much one workload run must add.
+EXPECTED_DELTAS = {
+    ("smtpguard_connections_total", ()): 4,
+    ("smtpguard_tls_handshakes_total", ()): 4,
+    ("smtpguard_auth_attempts_total", (("mechanism", "PLAIN"), ("result", "success"))): 3,
+    ("smtpguard_messages_total", (("result", "accepted"),)): 5,
+}
+
+
+def snapshot(guard):
+    samples = guard.metrics()
+    return {key: metric_value(samples, key[0], **dict(key[1])) for key in EXPECTED_DELTAS}
+
+
+def send(smtp, rcpt="bob@example.test"):
+    refused = smtp.sendmail("alice@example.test", [rcpt], MESSAGE)
+    assert refused == {}, refused
+
+
+def workload(guard):
+    """4 connections, 4 TLS handshakes, 3 successful AUTH PLAIN, 5 messages."""
+    with guard.smtp_ssl() as smtp:            # implicit TLS, PLAIN, 1 message
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        send(smtp)
+    with guard.smtp_ssl() as smtp:            # implicit TLS, PLAIN, 1 message
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        send(smtp)
+    with guard.smtp_starttls() as smtp:       # STARTTLS, PLAIN, 2 messages
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        send(smtp)
+        send(smtp, "carol@example.test")
+    with guard.smtp_ssl() as smtp:            # implicit TLS, LOGIN, 1 message
+        smtplib_auth(smtp, "LOGIN", *ALICE)
+        send(smtp)
+
+
+def test_counters_increase_by_the_workload(smtpguard, recorder):
+    time.sleep(0.3)  # let the start-up port probes be counted first
+    before = snapshot(smtpguard)
+    workload(smtpguard)
+    recorder.wait_for(5)
+
+    def reached():
+        now = snapshot(smtpguard)
+        return all((now[k] or 0) - (before[k] or 0) >= d for k, d in EXPECTED_DELTAS.items()) and now
+
+    after = wait_until(reached, timeout=5, interval=0.2) or snapshot(smtpguard)
+    time.sleep(0.3)
+    after = snapshot(smtpguard)
+    problems = []
+    for key, delta in EXPECTED_DELTAS.items():
+        name = key[0] + ("{" + ",".join(f'{k}="{v}"' for k, v in key[1]) + "}" if key[1] else "")
+        if after[key] is None:
+            problems.append(f"{name}: not exported")
+            continue
+        got = after[key] - (before[key] or 0)
+        if got != delta:
+            problems.append(f"{name}: went from {before[key]} to {after[key]} (+{got}), expected +{delta}")
+    assert not problems, "metrics after the workload:\n  " + "\n  ".join(problems)
+
+
+def test_metrics_exposition_format(smtpguard, recorder):
+    # Labelled families may only be exported once they have a sample.
+    with smtpguard.smtp_ssl() as smtp:
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        send(smtp)
+    recorder.wait_for(1)
+    status, body = smtpguard.http_get("/metrics")
+    assert status == 200, f"GET /metrics: HTTP {status}"
+    for family in ("smtpguard_connections_total", "smtpguard_tls_handshakes_total",
+                   "smtpguard_auth_attempts_total", "smtpguard_messages_total"):
+        assert f"# TYPE {family.removesuffix('_total')} counter" in body or \
+            f"# TYPE {family} counter" in body, f"{family} is not declared as a counter:\n{body[:3000]}"
+
+
+def test_healthz_and_readyz(smtpguard):
+    status, body = smtpguard.http_get("/healthz")
+    assert status == 200, f"/healthz: HTTP {status} {body!r}"
+    # The backend (recording server) is up, so smtpguard becomes ready.
+    ready = wait_until(lambda: smtpguard.http_get("/readyz")[0] == 200, timeout=10, interval=0.2)
+    assert ready, f"/readyz did not return 200 within 10s: {smtpguard.http_get('/readyz')}"

@@ -1,0 +1,88 @@
+"""A real, private Postfix as the backend: mail lands in its Maildir."""
+
+import re
+import time
+
+import pytest
+
+from harness import ALICE, HOST, received_regex, smtplib_auth
+
+MESSAGE = (
+    b"From: Alice <alice@example.test>\r\n"
+    b"To: Someone <someone@example.test>\r\n"
+    b"Subject: through smtpguard into Postfix\r\n"
+    b"Message-ID: <postfix-test-1@example.test>\r\n"
+    b"Date: Sun, 22 Nov 2026 19:00:00 +0000\r\n"
+    b"\r\n"
+    b"Hello from the integration test.\r\n"
+    b".a dot line\r\n"
+    b"bye\r\n"
+)
+
+
+@pytest.fixture
+def guard(smtpguard_factory, postfix):
+    return smtpguard_factory(backend_address=f"{HOST}:{postfix.port}")
+
+
+def test_message_is_delivered_to_maildir(guard, postfix):
+    already = len(postfix.delivered())
+    with guard.smtp_starttls() as smtp:
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        code, text = smtp.mail("alice@example.test")
+        assert code == 250, f"MAIL: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+        code, text = smtp.rcpt("someone@example.test")
+        assert code == 250, f"RCPT: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+        code, text = smtp.data(MESSAGE)
+        assert code == 250, f"end of DATA: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+    queued = re.search(rb"queued as ([0-9A-Za-z]+)", text)
+    assert queued, f"Postfix's queue id is missing from the relayed reply {text!r}"
+
+    path = postfix.wait_for_delivery(already + 1)[-1]
+    with open(path, "rb") as f:
+        stored = f.read()
+    # Postfix stores Maildir files with LF line endings and puts its own
+    # trace headers (Return-Path, Delivered-To, Received) on top of ours.
+    ours = received_regex(rcpt="someone@example.test", eol=b"\n")
+    m = ours.search(stored)
+    assert m, f"smtpguard's Received header is missing from the delivered message:\n{stored.decode(errors='replace')}"
+    postfix_part = stored[:m.start()]
+    assert b"by backend.example.test (Postfix)" in postfix_part, \
+        f"Postfix's own Received header should come first:\n{stored.decode(errors='replace')}"
+    assert stored[m.end():] == MESSAGE.replace(b"\r\n", b"\n"), \
+        f"message body changed on the way:\n{stored.decode(errors='replace')}"
+    assert queued.group(1).decode() in postfix.log(), "queue id in the reply is not Postfix's"
+    assert "status=sent (delivered to maildir)" in postfix.log()
+
+
+def test_size_advertised_is_postfixs_smaller_limit(guard, postfix):
+    """Postfix's message_size_limit (10240000) is below ours (10485760)."""
+    # The backend's capabilities may be learned lazily: give it a few tries.
+    deadline = time.monotonic() + 10
+    while True:
+        with guard.wire_implicit(ehlo=False) as w:
+            size = w.ehlo().keywords().get("SIZE")
+            w.login()
+            w.cmd("MAIL FROM:<alice@example.test>")
+            w.cmd("RSET")
+            w.quit()
+        if size == "10240000" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert size == "10240000", f"EHLO SIZE should be min(ours, Postfix's) = 10240000, got {size!r}"
+
+
+def test_two_recipients_delivered(guard, postfix):
+    already = len(postfix.delivered())
+    body = b"Subject: two recipients\r\nMessage-ID: <postfix-test-2@example.test>\r\n\r\nhi\r\n"
+    with guard.smtp_ssl() as smtp:
+        smtplib_auth(smtp, "CRAM-MD5", *ALICE)
+        refused = smtp.sendmail("alice@example.test", ["one@example.test", "two@example.test"], body)
+        assert refused == {}, f"recipients refused: {refused}"
+    paths = postfix.wait_for_delivery(already + 2)
+    for path in paths[already:]:
+        with open(path, "rb") as f:
+            stored = f.read()
+        assert received_regex(rcpt=None, eol=b"\n").search(stored), \
+            f"smtpguard's Received header (no 'for', two recipients) missing:\n{stored.decode(errors='replace')}"
+        assert stored.endswith(b"\n\nhi\n")

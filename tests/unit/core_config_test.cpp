@@ -1,0 +1,368 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+
+namespace smtpguard {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+json minimal() {
+  return json::parse(R"({
+    "hostname": "mail.example.org",
+    "listeners": [{"name": "submission", "address": "127.0.0.1:587", "tls": "starttls", "require_tls": true}],
+    "tls": {"certificates": [{"cert": "server.pem", "key": "server.key"}]},
+    "auth": {"users_file": "users.json"},
+    "backend": {"address": "127.0.0.1:2525"}
+  })");
+}
+
+/// One change to the minimal config: set `value` at the JSON pointer, or erase it.
+struct edit {
+  std::string pointer;
+  json value;
+  bool erase = false;
+};
+
+edit set(std::string pointer, json value) { return {std::move(pointer), std::move(value), false}; }
+edit drop(std::string pointer) { return {std::move(pointer), nullptr, true}; }
+
+json apply(json document, const std::vector<edit>& edits) {
+  for (const auto& e : edits) {
+    const json::json_pointer where(e.pointer);
+    if (!e.erase) {
+      document[where] = e.value;
+      continue;
+    }
+    json& parent = document[where.parent_pointer()];
+    if (parent.is_array())
+      parent.erase(std::stoul(where.back()));
+    else
+      parent.erase(where.back());
+  }
+  return document;
+}
+
+class core_config : public testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "smtpguard-config-test-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+    write("server.pem", "cert\n");
+    write("server.key", "key\n");
+    write("users.json", "{\"users\": []}\n");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string write(const std::string& name, const std::string& text) const {
+    const fs::path path = dir_ / name;
+    fs::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << text;
+    return path.string();
+  }
+
+  config parse(const std::vector<edit>& edits = {}) const {
+    return parse_config(apply(minimal(), edits).dump(), dir_.string());
+  }
+
+  /// The config_error's what(), or "no error".
+  std::string error_of(const std::vector<edit>& edits) const {
+    try {
+      parse(edits);
+    } catch (const config_error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+
+  struct error_case {
+    std::vector<edit> edits;
+    std::string path;  ///< what() must start with "<path>: "
+  };
+
+  void expect_errors(const std::vector<error_case>& cases) const {
+    for (const auto& c : cases) {
+      const std::string error = error_of(c.edits);
+      EXPECT_TRUE(error.starts_with(c.path + ": ")) << apply(minimal(), c.edits).dump() << "\n  -> " << error;
+    }
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(core_config, minimal_config_parses_with_defaults) {
+  const config c = parse();
+  EXPECT_EQ(c.hostname, "mail.example.org");
+  ASSERT_EQ(c.listeners.size(), 1u);
+  EXPECT_EQ(c.listeners[0].name, "submission");
+  EXPECT_EQ(c.listeners[0].address.host, "127.0.0.1");
+  EXPECT_EQ(c.listeners[0].address.port, 587);
+  EXPECT_EQ(c.listeners[0].tls, tls_mode::starttls);
+  EXPECT_TRUE(c.listeners[0].require_tls);
+  EXPECT_FALSE(c.listeners[0].allow_plaintext_auth);
+  EXPECT_EQ(c.tls.min_version, "1.2");
+  EXPECT_EQ(c.auth.mechanisms, (std::vector<std::string>{"PLAIN", "LOGIN", "CRAM-MD5"}));
+  EXPECT_EQ(c.backend.address.port, 2525);
+  EXPECT_EQ(c.backend.helo_name, "mail.example.org");
+  EXPECT_EQ(c.limits.max_recipients, 100);
+  EXPECT_EQ(c.limits.max_command_line, 512u);
+  EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
+  EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::reject);
+  EXPECT_FALSE(c.metrics.address.has_value());
+  EXPECT_EQ(c.log.format, log_format::text);
+  EXPECT_GE(c.threads, 1);
+  EXPECT_EQ(c.threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+TEST_F(core_config, explicit_values) {
+  const config c = parse({
+      set("/threads", 4),
+      set("/listeners/1", json{{"name", "smtps"}, {"address", "[::1]:465"}, {"tls", "implicit"}}),
+      set("/listeners/2", json{{"name", "lan"}, {"address", "10.0.0.1:25"}, {"tls", "none"},
+                               {"require_tls", false}, {"allow_plaintext_auth", true}}),
+      set("/tls/min_version", "1.3"),
+      set("/auth/mechanisms", json{"plain", "Cram-Md5"}),
+      set("/backend/helo_name", "relay.example.org"),
+      set("/limits/max_recipients", 5),
+      set("/timeouts/data_end", 600),
+      set("/smtp/bare_line_endings", "normalize"),
+      set("/metrics/address", "[::1]:9465"),
+      set("/log/format", "json"),
+  });
+  EXPECT_EQ(c.threads, 4);
+  ASSERT_EQ(c.listeners.size(), 3u);
+  EXPECT_EQ(c.listeners[1].tls, tls_mode::implicit);
+  EXPECT_EQ(c.listeners[1].address.host, "::1");
+  EXPECT_EQ(c.listeners[2].tls, tls_mode::none);
+  EXPECT_FALSE(c.listeners[2].require_tls);
+  EXPECT_TRUE(c.listeners[2].allow_plaintext_auth);
+  EXPECT_EQ(c.tls.min_version, "1.3");
+  EXPECT_EQ(c.auth.mechanisms, (std::vector<std::string>{"PLAIN", "CRAM-MD5"}));
+  EXPECT_EQ(c.backend.helo_name, "relay.example.org");
+  EXPECT_EQ(c.limits.max_recipients, 5);
+  EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::normalize);
+  ASSERT_TRUE(c.metrics.address.has_value());
+  EXPECT_EQ(c.metrics.address->host, "::1");
+  EXPECT_EQ(c.metrics.address->port, 9465);
+  EXPECT_EQ(c.log.format, log_format::json);
+}
+
+TEST_F(core_config, plaintext_only_needs_no_certificates) {
+  const config c = parse({set("/listeners/0/tls", "none"), drop("/tls")});
+  EXPECT_EQ(c.listeners[0].tls, tls_mode::none);
+  EXPECT_TRUE(c.tls.certificates.empty());
+}
+
+TEST_F(core_config, relative_paths_resolve_against_base_dir) {
+  write("keys/other.pem", "cert\n");
+  const std::string absolute_key = write("elsewhere/abs.key", "key\n");
+  const config c = parse({set("/tls/certificates/1", json{{"cert", "keys/../keys/other.pem"}, {"key", absolute_key}})});
+  ASSERT_EQ(c.tls.certificates.size(), 2u);
+  EXPECT_EQ(c.tls.certificates[0].cert, (dir_ / "server.pem").string());
+  EXPECT_EQ(c.tls.certificates[0].key, (dir_ / "server.key").string());
+  EXPECT_EQ(c.tls.certificates[1].cert, (dir_ / "keys" / "other.pem").string());
+  EXPECT_EQ(c.tls.certificates[1].key, absolute_key);
+  EXPECT_EQ(c.auth.users_file, (dir_ / "users.json").string());
+}
+
+TEST_F(core_config, unreadable_files_name_their_path) {
+  fs::create_directories(dir_ / "a_directory");
+  expect_errors({
+      {{set("/tls/certificates/0/cert", "missing.pem")}, "tls.certificates[0].cert"},
+      {{set("/tls/certificates/0/key", "missing.key")}, "tls.certificates[0].key"},
+      {{set("/auth/users_file", "missing.json")}, "auth.users_file"},
+      {{set("/auth/users_file", "a_directory")}, "auth.users_file"},
+      {{set("/tls/certificates/0/cert", ".")}, "tls.certificates[0].cert"},
+  });
+}
+
+TEST_F(core_config, unknown_keys) {
+  expect_errors({
+      {{set("/frobnicate", 1)}, "frobnicate"},
+      {{set("/listeners/0/frobnicate", true)}, "listeners[0].frobnicate"},
+      {{set("/tls/certificates/0/foo", "x")}, "tls.certificates[0].foo"},
+      {{set("/tls/ciphers", "x")}, "tls.ciphers"},
+      {{set("/auth/realm", "x")}, "auth.realm"},
+      {{set("/backend/port", 25)}, "backend.port"},
+      {{set("/limits/max_rcpt", 5)}, "limits.max_rcpt"},
+      {{set("/timeouts/idle", 5)}, "timeouts.idle"},
+      {{set("/smtp/greeting", "x")}, "smtp.greeting"},
+      {{set("/metrics/port", 9465)}, "metrics.port"},
+      {{set("/log/level", "debug")}, "log.level"},
+  });
+}
+
+TEST_F(core_config, wrong_types) {
+  expect_errors({
+      {{set("/hostname", 5)}, "hostname"},
+      {{set("/threads", "4")}, "threads"},
+      {{set("/threads", 1.5)}, "threads"},
+      {{set("/listeners", json::object())}, "listeners"},
+      {{set("/listeners/0", "submission")}, "listeners[0]"},
+      {{set("/listeners/0/require_tls", "yes")}, "listeners[0].require_tls"},
+      {{set("/listeners/0/address", 587)}, "listeners[0].address"},
+      {{set("/tls", json::array())}, "tls"},
+      {{set("/tls/certificates", "server.pem")}, "tls.certificates"},
+      {{set("/tls/min_version", 1.2)}, "tls.min_version"},
+      {{set("/auth/mechanisms", "PLAIN")}, "auth.mechanisms"},
+      {{set("/auth/mechanisms", json{"PLAIN", 7})}, "auth.mechanisms[1]"},
+      {{set("/limits/max_recipients", "10")}, "limits.max_recipients"},
+      {{set("/timeouts/command", true)}, "timeouts.command"},
+      {{set("/metrics", "127.0.0.1:9465")}, "metrics"},
+      {{set("/log/format", json::array())}, "log.format"},
+  });
+  EXPECT_TRUE(error_of({set("/hostname", 5)}).starts_with("hostname: expected a string"));
+  try {
+    parse_config("[1, 2]", dir_.string());
+    ADD_FAILURE() << "a top-level array was accepted";
+  } catch (const config_error& e) {
+    EXPECT_TRUE(std::string(e.what()).starts_with("(top level): ")) << e.what();
+  }
+  try {
+    parse_config("{\"hostname\": ", dir_.string());
+    ADD_FAILURE() << "truncated JSON was accepted";
+  } catch (const config_error& e) {
+    EXPECT_TRUE(std::string(e.what()).starts_with("(json): ")) << e.what();
+  }
+}
+
+TEST_F(core_config, missing_required_keys) {
+  expect_errors({
+      {{drop("/hostname")}, "hostname"},
+      {{drop("/listeners")}, "listeners"},
+      {{drop("/auth")}, "auth"},
+      {{drop("/backend")}, "backend"},
+      {{drop("/listeners/0/address")}, "listeners[0].address"},
+      {{drop("/listeners/0/name")}, "listeners[0].name"},
+      {{drop("/auth/users_file")}, "auth.users_file"},
+      {{drop("/backend/address")}, "backend.address"},
+      {{drop("/tls/certificates/0/key")}, "tls.certificates[0].key"},
+  });
+  EXPECT_TRUE(error_of({drop("/hostname")}).starts_with("hostname: is required"));
+}
+
+TEST_F(core_config, invalid_values) {
+  const json twin = {{"name", "submission"}, {"address", "127.0.0.1:588"}};
+  expect_errors({
+      {{set("/hostname", "")}, "hostname"},
+      {{set("/hostname", "mail example")}, "hostname"},
+      {{set("/threads", -1)}, "threads"},
+      {{set("/threads", 257)}, "threads"},
+      {{set("/listeners", json::array())}, "listeners"},
+      {{set("/listeners/0/name", "")}, "listeners[0].name"},
+      {{set("/listeners/0/address", "0.0.0.0")}, "listeners[0].address"},
+      {{set("/listeners/0/address", "unix:/run/smtp.sock")}, "listeners[0].address"},
+      {{set("/listeners/0/address", "::1:587")}, "listeners[0].address"},
+      {{set("/listeners/0/tls", "STARTTLS")}, "listeners[0].tls"},
+      {{set("/listeners/0/tls", "ssl")}, "listeners[0].tls"},
+      {{set("/listeners/1", twin)}, "listeners[1].name"},
+      {{drop("/tls")}, "tls.certificates"},
+      {{set("/tls/certificates", json::array())}, "tls.certificates"},
+      {{set("/listeners/0/tls", "implicit"), drop("/tls/certificates")}, "tls.certificates"},
+      {{set("/tls/min_version", "1.1")}, "tls.min_version"},
+      {{set("/tls/min_version", "1.0")}, "tls.min_version"},
+      {{set("/auth/mechanisms/0", "DIGEST-MD5")}, "auth.mechanisms[0]"},
+      {{set("/auth/max_failures", 0)}, "auth.max_failures"},
+      {{set("/backend/address", "backend")}, "backend.address"},
+      {{set("/limits/max_command_line", 511)}, "limits.max_command_line"},
+      {{set("/limits/max_recipients", 0)}, "limits.max_recipients"},
+      {{set("/timeouts/data_end", 599)}, "timeouts.data_end"},
+      {{set("/timeouts/command", 0)}, "timeouts.command"},
+      {{set("/smtp/bare_line_endings", "strip")}, "smtp.bare_line_endings"},
+      {{set("/smtp/bare_line_endings", "Reject")}, "smtp.bare_line_endings"},
+      {{set("/smtp/banner", "ESMTP\r\n250 fake")}, "smtp.banner"},
+      {{set("/metrics/address", "9465")}, "metrics.address"},
+      {{set("/metrics/address", "unix:/run/metrics.sock")}, "metrics.address"},
+      {{set("/metrics/address", "127.0.0.1:0")}, "metrics.address"},
+      {{set("/log/format", "syslog")}, "log.format"},
+  });
+  EXPECT_TRUE(error_of({set("/listeners/1", twin)}).starts_with("listeners[1].name: duplicate listener name"));
+}
+
+TEST_F(core_config, load_config_reads_a_file) {
+  const std::string path = write("etc/smtpguard.json", apply(minimal(), {
+                                                                set("/tls/certificates/0/cert", "../server.pem"),
+                                                                set("/tls/certificates/0/key", "../server.key"),
+                                                                set("/auth/users_file", "users.json"),
+                                                            })
+                                                            .dump());
+  write("etc/users.json", "{\"users\": []}\n");
+  const config c = load_config(path);
+  EXPECT_EQ(c.path, path);
+  EXPECT_EQ(c.tls.certificates[0].cert, (dir_ / "server.pem").string());
+  EXPECT_EQ(c.auth.users_file, (dir_ / "etc" / "users.json").string());
+
+  EXPECT_THROW(load_config((dir_ / "absent.json").string()), config_error);
+  write("broken.json", "{\"hostname\": \"x\", \"frobnicate\": 1}");
+  EXPECT_THROW(load_config((dir_ / "broken.json").string()), config_error);
+}
+
+struct endpoint_case {
+  std::string text;
+  bool allow_unix;
+  std::optional<endpoint> expected;  ///< host, port, unix_path; nullopt: refused
+};
+
+endpoint at(std::string host, std::uint16_t port) { return {std::move(host), port, {}, {}}; }
+endpoint socket_at(std::string path) { return {{}, 0, std::move(path), {}}; }
+
+TEST(core_endpoint, parse_endpoint) {
+  const std::vector<endpoint_case> cases{
+      {"127.0.0.1:25", false, at("127.0.0.1", 25)},
+      {"0.0.0.0:65535", false, at("0.0.0.0", 65535)},
+      {"[::1]:587", false, at("::1", 587)},
+      {"[2001:db8::1]:25", false, at("2001:db8::1", 25)},
+      {"localhost:25", false, at("localhost", 25)},
+      {"mx-1.example_org.net:2525", false, at("mx-1.example_org.net", 2525)},
+      {"unix:/run/x.sock", true, socket_at("/run/x.sock")},
+      {"unix:/run/x.sock", false, std::nullopt},
+      {"unix:run/x.sock", true, std::nullopt},
+      {"unix:", true, std::nullopt},
+      {"::1:25", false, std::nullopt},
+      {":25", false, std::nullopt},
+      {"host:", false, std::nullopt},
+      {"host", false, std::nullopt},
+      {"", false, std::nullopt},
+      {"host:0", false, std::nullopt},
+      {"host:65536", false, std::nullopt},
+      {"host:70000", false, std::nullopt},
+      {"host:25x", false, std::nullopt},
+      {"host:-25", false, std::nullopt},
+      {"host:+25", false, std::nullopt},
+      {"host: 25", false, std::nullopt},
+      {"host:99999999999999999999", false, std::nullopt},
+      {"[::1]25", false, std::nullopt},
+      {"[::1]:", false, std::nullopt},
+      {"[::1:25", false, std::nullopt},
+      {"[]:25", false, std::nullopt},
+      {"[127.0.0.1]:25", false, std::nullopt},
+      {"ho st:25", false, std::nullopt},
+      {"host/x:25", false, std::nullopt},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text + (c.allow_unix ? " (unix allowed)" : ""));
+    const auto ep = parse_endpoint(c.text, c.allow_unix);
+    ASSERT_EQ(ep.has_value(), c.expected.has_value());
+    if (!ep) continue;
+    EXPECT_EQ(ep->host, c.expected->host);
+    EXPECT_EQ(ep->port, c.expected->port);
+    EXPECT_EQ(ep->unix_path, c.expected->unix_path);
+    EXPECT_EQ(ep->text, c.text);
+  }
+}
+
+}  // namespace
+}  // namespace smtpguard
