@@ -1,6 +1,10 @@
 #include "metrics.hpp"
 
+#include <CivetServer.h>
+#include <civetweb.h>
 #include <prometheus/exposer.h>
+
+#include <mutex>
 
 namespace smtpguard {
 namespace {
@@ -9,6 +13,42 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 
 std::string label(std::string_view value) { return value.empty() ? std::string("none") : std::string(value); }
+
+// civetweb callbacks are plain function pointers without user data of ours,
+// and there is one metrics listener per process.
+std::mutex probe_mutex;
+metrics::readiness_probe current_probe;
+
+void send_text(mg_connection* connection, int status, const char* status_text, const std::string& body) {
+  mg_printf(connection,
+            "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            status, status_text, body.size());
+  mg_write(connection, body.data(), body.size());
+}
+
+// Answers the health endpoints before civetweb routes the request to the
+// /metrics handler; returning 0 lets everything else through.
+int health_endpoints(mg_connection* connection) {
+  const mg_request_info* request = mg_get_request_info(connection);
+  const std::string_view uri = request && request->local_uri ? request->local_uri : "";
+  if (uri == "/healthz") {
+    send_text(connection, 200, "OK", "ok\n");
+    return 200;
+  }
+  if (uri == "/readyz") {
+    metrics::readiness_probe probe;
+    {
+      std::lock_guard lock(probe_mutex);
+      probe = current_probe;
+    }
+    const auto state = probe ? probe() : metrics::readiness{true, "ready"};
+    if (state.ready) send_text(connection, 200, "OK", state.reason + "\n");
+    else send_text(connection, 503, "Service Unavailable", state.reason + "\n");
+    return state.ready ? 200 : 503;
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -62,8 +102,14 @@ metrics::metrics()
 
 metrics::~metrics() = default;
 
-void metrics::expose(const std::string& address) {
-  exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
+void metrics::expose(const std::string& address, readiness_probe probe) {
+  {
+    std::lock_guard lock(probe_mutex);
+    current_probe = std::move(probe);
+  }
+  static CivetCallbacks callbacks;
+  callbacks.begin_request = health_endpoints;
+  exposer_ = std::make_unique<prometheus::Exposer>(address, 1, &callbacks);
   exposer_->RegisterCollectable(registry_);
 }
 

@@ -7,6 +7,7 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,8 +23,16 @@ class metrics {
   metrics();
   ~metrics();
 
-  /// Serves /metrics on `address` ("host:port"). Throws if it cannot bind.
-  void expose(const std::string& address);
+  /// What /readyz reports: ready or not, and a one-line reason.
+  struct readiness {
+    bool ready = false;
+    std::string reason;
+  };
+  using readiness_probe = std::function<readiness()>;
+
+  /// Serves /metrics, /healthz (the process answers) and /readyz (`probe`)
+  /// on `address` ("host:port"). Throws if it cannot bind.
+  void expose(const std::string& address, readiness_probe probe);
 
   void connection_accepted(std::string_view listener);
   void session_started() { sessions_active_.Increment(); }

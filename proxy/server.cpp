@@ -54,9 +54,14 @@ int run_server(std::shared_ptr<const config> settings) {
   log::set_format(settings->log.format);
 
   metrics stats;
-  if (settings->metrics.address) stats.expose(settings->metrics.address->text);
   session::credential_verifier verifier(settings->auth.verifier_threads);
   session::backend_monitor backend(settings->backend, settings->timeouts, stats);
+  if (settings->metrics.address) {
+    stats.expose(settings->metrics.address->text, [&backend] {
+      return backend.up() ? metrics::readiness{true, "ready"}
+                          : metrics::readiness{false, "backend not answering EHLO"};
+    });
+  }
 
   session::runtime rt;
   rt.settings = settings;

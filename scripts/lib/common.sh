@@ -5,7 +5,7 @@ SMTPGUARD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
   libasio-dev android-libboringssl-dev nlohmann-json3-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev libcrypt-dev)
+  libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev)
 RUN_PACKAGES=(python3-aiosmtpd swaks)
 TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix)
 
