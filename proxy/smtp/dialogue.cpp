@@ -52,7 +52,9 @@ decision decide(const dialogue_state& state, const dialogue_policy& policy, cons
     case verb::auth:
       if (!state.greeted) return refuse(replies::send_helo_first, true);
       // RFC 3207 section 4: refuse before TLS without looking at credentials.
-      if (auth_needs_tls(state, policy)) return refuse(replies::must_starttls, true);
+      if (auth_needs_tls(state, policy))
+        // Where STARTTLS cannot be had, RFC 4954's 538 says what is missing.
+        return refuse(policy.starttls_listener ? replies::must_starttls : replies::auth_needs_encryption, true);
       if (state.authenticated) return refuse(replies::auth_already, true);
       if (state.in_transaction) return refuse(replies::auth_in_transaction, true);
       if (!has_argument) return refuse(replies::syntax_error_arguments, true);

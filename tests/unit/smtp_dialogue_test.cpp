@@ -35,6 +35,12 @@ dialogue_policy smtps() {  // implicit TLS
   p.starttls_listener = false;
   return p;
 }
+dialogue_policy no_tls_listener() {  // tls none, plaintext AUTH not allowed
+  dialogue_policy p = trusted();
+  p.allow_plaintext_auth = false;
+  return p;
+}
+
 dialogue_policy strict_but_allowing() {  // require_tls wins over allow_plaintext_auth
   dialogue_policy p = submission();
   p.allow_plaintext_auth = true;
@@ -135,6 +141,8 @@ TEST(smtp_dialogue, auth) {
       {"plaintext, require_tls, allowed", greeted(), strict_but_allowing(), "AUTH PLAIN", effect::reply,
        "530 5.7.0", true},
       {"plaintext, allowed", greeted(), trusted(), "AUTH PLAIN", effect::authenticate, "", false},
+      {"no TLS listener, not allowed", greeted(), no_tls_listener(), "AUTH PLAIN", effect::reply, "538 5.7.11",
+       true},
       {"over tls", secure(), submission(), "AUTH PLAIN dGVzdA==", effect::authenticate, "", false},
       {"over tls, optional", secure(), opportunistic(), "auth login", effect::authenticate, "", false},
       {"implicit tls", secure(), smtps(), "AUTH CRAM-MD5", effect::authenticate, "", false},
