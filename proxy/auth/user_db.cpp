@@ -12,6 +12,8 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "smtp/chars.hpp"
+
 namespace smtpguard::auth {
 namespace {
 
@@ -34,12 +36,7 @@ bool has_control_characters(std::string_view text) {
   });
 }
 
-char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
-}
+using smtp::iequals;
 
 std::string random_password() {
   std::uint8_t bytes[24];
