@@ -280,6 +280,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   if (c.hostname.empty() || c.hostname.find_first_of(" \t\r\n") != std::string::npos)
     fail("hostname", "must be a host name without spaces");
   r.get_int("threads", c.threads, 0, 256);
+  r.get("user", c.user);
   if (c.threads == 0) c.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   r.require("listeners");

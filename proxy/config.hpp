@@ -90,6 +90,7 @@ struct config {
   std::string path;  ///< the file it came from
   std::string hostname;
   int threads = 0;  ///< 0: one per core
+  std::string user;  ///< account to switch to once listeners are bound (when started as root)
   std::vector<listener_config> listeners;
   tls_config tls;
   auth_config auth;

@@ -2,6 +2,10 @@
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <list>
 #include <thread>
@@ -42,9 +46,28 @@ std::shared_ptr<asio::ssl::context> load_tls(const config& settings) {
   }
 }
 
+// Ports below 1024 need root (or CAP_NET_BIND_SERVICE) only to bind; nothing
+// after that does, so a root start gives up root before serving anyone.
+void drop_privileges(const std::string& user) {
+  if (::geteuid() != 0) return;
+  if (user.empty()) {
+    log::event("warning").add("reason", "running as root; set \"user\" in the configuration");
+    return;
+  }
+  const passwd* account = ::getpwnam(user.c_str());
+  if (!account) throw config_error("user: no such account \"" + user + "\"");
+  if (::initgroups(account->pw_name, account->pw_gid) != 0 || ::setgid(account->pw_gid) != 0 ||
+      ::setuid(account->pw_uid) != 0)
+    throw std::runtime_error("cannot switch to user \"" + user + "\"");
+  if (::setuid(0) == 0) throw std::runtime_error("still able to regain root after switching user");
+  log::event("privileges_dropped").add("user", user);
+}
+
 }  // namespace
 
 void check_runtime_files(const config& settings) {
+  if (!settings.user.empty() && !::getpwnam(settings.user.c_str()))
+    throw config_error("user: no such account \"" + settings.user + "\"");
   load_users(settings);
   load_tls(settings);
 }
@@ -91,6 +114,7 @@ int run_server(std::shared_ptr<const config> settings) {
     }
   }
 
+  drop_privileges(settings->user);
   auto& main_context = *contexts.front();
   asio::co_spawn(main_context, backend.run(), asio::detached);
 
