@@ -118,6 +118,24 @@ void read_array(object_reader& r, const std::string& key, std::vector<Item>& out
     out.push_back(read_item((*v)[i], r.path(key) + "[" + std::to_string(i) + "]"));
 }
 
+client_cert_mode read_client_cert_mode(object_reader& r) {
+  std::string mode = "none";
+  r.get("mode", mode);
+  if (mode == "none") return client_cert_mode::none;
+  if (mode == "optional") return client_cert_mode::optional;
+  if (mode == "required") return client_cert_mode::required;
+  fail(r.path("mode"), "must be \"none\", \"optional\" or \"required\"");
+}
+
+std::vector<std::string> read_strings(object_reader& r, const std::string& key) {
+  std::vector<std::string> out;
+  read_array<std::string>(r, key, out, [](const json& item, const std::string& p) {
+    if (!item.is_string() || item.get<std::string>().empty()) fail(p, "expected a non-empty string");
+    return item.get<std::string>();
+  });
+  return out;
+}
+
 listener_config read_listener(const json& v, const std::string& path) {
   object_reader r(v, path);
   listener_config l;
@@ -137,6 +155,11 @@ listener_config read_listener(const json& v, const std::string& path) {
     fail(r.path("tls"), "must be \"implicit\", \"starttls\" or \"none\"");
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
+  if (const json* cc = r.find("client_certificates")) {
+    object_reader c(*cc, r.path("client_certificates"));
+    l.client_certificates = read_client_cert_mode(c);
+    c.finish();
+  }
   r.finish();
   return l;
 }
@@ -151,6 +174,10 @@ void read_tls(const json& v, const std::string& path, const std::string& base, t
                                    c.require("key");
                                    c.get("cert", cert.cert);
                                    c.get("key", cert.key);
+                                   cert.names = read_strings(c, "names");
+                                   for (auto& name : cert.names)
+                                     for (auto& ch : name)
+                                       ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
                                    c.finish();
                                    cert.cert = resolve(base, cert.cert);
                                    cert.key = resolve(base, cert.key);
@@ -160,6 +187,22 @@ void read_tls(const json& v, const std::string& path, const std::string& base, t
                                  });
   if (r.get("min_version", tls.min_version) && tls.min_version != "1.2" && tls.min_version != "1.3")
     fail(r.path("min_version"), "must be \"1.2\" or \"1.3\" (older versions are refused)");
+  if (const json* cc = r.find("client_certificates")) {
+    object_reader c(*cc, r.path("client_certificates"));
+    auto& client = tls.client_certificates;
+    client.mode = read_client_cert_mode(c);
+    if (c.get("ca", client.ca)) {
+      client.ca = resolve(base, client.ca);
+      require_readable(c.path("ca"), client.ca);
+    }
+    c.get_int("verify_depth", client.verify_depth, 0, 16);
+    client.crl = read_strings(c, "crl");
+    for (std::size_t i = 0; i < client.crl.size(); ++i) {
+      client.crl[i] = resolve(base, client.crl[i]);
+      require_readable(c.path("crl") + "[" + std::to_string(i) + "]", client.crl[i]);
+    }
+    c.finish();
+  }
   r.finish();
 }
 
@@ -281,6 +324,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
     fail("hostname", "must be a host name without spaces");
   r.get_int("threads", c.threads, 0, 256);
   r.get("user", c.user);
+  r.get_duration("reload_check_interval", c.reload_check_interval, 0, 86400);
   if (c.threads == 0) c.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
   r.require("listeners");
@@ -298,6 +342,15 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   if (const json* v = r.find("tls")) read_tls(*v, "tls", base_dir, c.tls);
   if (needs_tls && c.tls.certificates.empty())
     fail("tls.certificates", "a TLS listener needs at least one certificate");
+  for (std::size_t i = 0; i < c.listeners.size(); ++i) {
+    const auto& l = c.listeners[i];
+    const auto mode = l.client_certificates.value_or(c.tls.client_certificates.mode);
+    if (mode == client_cert_mode::none) continue;
+    if (l.tls == tls_mode::none)
+      fail("listeners[" + std::to_string(i) + "].client_certificates", "needs a TLS listener");
+    if (c.tls.client_certificates.ca.empty())
+      fail("tls.client_certificates.ca", "is required to verify client certificates");
+  }
 
   r.require("auth");
   read_auth(*r.find("auth"), "auth", base_dir, c.auth);

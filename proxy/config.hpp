@@ -22,22 +22,38 @@ struct endpoint {
 
 enum class tls_mode { implicit, starttls, none };
 
+/// Client certificates: not asked for, asked for and checked when sent, or demanded.
+enum class client_cert_mode { none, optional, required };
+
 struct listener_config {
   std::string name;
   endpoint address;
   tls_mode tls = tls_mode::starttls;
   bool require_tls = true;            ///< starttls: no AUTH/MAIL before STARTTLS
   bool allow_plaintext_auth = false;  ///< advertise and accept AUTH without TLS
+  /// listeners[].client_certificates.mode; unset: tls.client_certificates.mode.
+  std::optional<client_cert_mode> client_certificates;
 };
 
 struct certificate_config {
   std::string cert;  ///< PEM chain, leaf first
   std::string key;
+  /// Server names (SNI) this certificate answers for; empty: its SAN DNS names.
+  /// "*.example.org" matches one label.
+  std::vector<std::string> names;
+};
+
+struct client_certificates_config {
+  client_cert_mode mode = client_cert_mode::none;  ///< default for every listener
+  std::string ca;                 ///< PEM bundle of trusted issuing CAs (required unless mode is none everywhere)
+  int verify_depth = 3;           ///< intermediate CAs allowed above the client certificate
+  std::vector<std::string> crl;   ///< PEM CRL files; with any, every certificate in the chain is checked
 };
 
 struct tls_config {
   std::vector<certificate_config> certificates;
   std::string min_version = "1.2";  ///< "1.2" or "1.3"
+  client_certificates_config client_certificates;
 };
 
 struct auth_config {
@@ -91,6 +107,8 @@ struct config {
   std::string hostname;
   int threads = 0;  ///< 0: one per core
   std::string user;  ///< account to switch to once listeners are bound (when started as root)
+  /// How often certificate, key, CA, CRL and users files are checked for changes; 0: only on SIGHUP.
+  std::chrono::seconds reload_check_interval{10};
   std::vector<listener_config> listeners;
   tls_config tls;
   auth_config auth;

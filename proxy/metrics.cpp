@@ -91,7 +91,17 @@ metrics::metrics()
                       .Name("smtpguard_backend_up")
                       .Help("1 when the last backend probe succeeded")
                       .Register(*registry_)
-                      .Add({})) {
+                      .Add({})),
+      reloads_(BuildCounter()
+                   .Name("smtpguard_config_reloads_total")
+                   .Help("Reloads of certificates, keys, CAs, CRLs and users, by result")
+                   .Register(*registry_)),
+      last_reload_(BuildGauge()
+                       .Name("smtpguard_config_last_reload_success_timestamp_seconds")
+                       .Help("Unix time of the last successful load of certificates and users")
+                       .Register(*registry_)
+                       .Add({})) {
+  last_reload_.SetToCurrentTime();
   BuildGauge()
       .Name("smtpguard_build_info")
       .Help("Build information; the value is always 1")
@@ -111,6 +121,12 @@ void metrics::expose(const std::string& address, readiness_probe probe) {
   callbacks.begin_request = health_endpoints;
   exposer_ = std::make_unique<prometheus::Exposer>(address, 1, &callbacks);
   exposer_->RegisterCollectable(registry_);
+}
+
+void metrics::stop_exposing() {
+  exposer_.reset();
+  std::lock_guard lock(probe_mutex);
+  current_probe = nullptr;
 }
 
 void metrics::connection_accepted(std::string_view listener) {
@@ -137,6 +153,11 @@ void metrics::message(std::string_view result, std::uint64_t bytes, int recipien
     message_bytes_.Add({}).Increment(static_cast<double>(bytes));
     recipients_.Add({}).Increment(recipients);
   }
+}
+
+void metrics::reload(std::string_view result) {
+  reloads_.Add({{"result", label(result)}}).Increment();
+  if (result == "success") last_reload_.SetToCurrentTime();
 }
 
 void metrics::backend_error(std::string_view stage) {

@@ -33,6 +33,8 @@ class metrics {
   /// Serves /metrics, /healthz (the process answers) and /readyz (`probe`)
   /// on `address` ("host:port"). Throws if it cannot bind.
   void expose(const std::string& address, readiness_probe probe);
+  /// Stops serving HTTP (joins its threads), so the probe's objects can go.
+  void stop_exposing();
 
   void connection_accepted(std::string_view listener);
   void session_started() { sessions_active_.Increment(); }
@@ -47,6 +49,8 @@ class metrics {
   /// stage: "connect", "greeting", "ehlo", "data"...
   void backend_error(std::string_view stage);
   void backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
+  /// result: "success" or "failure".
+  void reload(std::string_view result);
 
   const std::shared_ptr<prometheus::Registry>& registry() const noexcept { return registry_; }
 
@@ -62,6 +66,8 @@ class metrics {
   prometheus::Family<prometheus::Counter>& backend_errors_;
   prometheus::Gauge& sessions_active_;
   prometheus::Gauge& backend_up_;
+  prometheus::Family<prometheus::Counter>& reloads_;
+  prometheus::Gauge& last_reload_;
 };
 
 }  // namespace smtpguard

@@ -15,9 +15,11 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "net/listener.hpp"
+#include "reload.hpp"
 #include "session/backend_monitor.hpp"
 #include "session/client_session.hpp"
 #include "session/credential_verifier.hpp"
+#include "tls/client_verify.hpp"
 #include "tls/server_context.hpp"
 
 namespace smtpguard {
@@ -40,7 +42,9 @@ std::shared_ptr<const auth::user_db> load_users(const config& settings) {
 std::shared_ptr<asio::ssl::context> load_tls(const config& settings) {
   if (!uses_tls(settings)) return nullptr;
   try {
-    return tls::make_server_context(settings.tls);
+    auto context = tls::make_server_context(settings.tls);
+    tls::configure_client_verification(context->native_handle(), settings.tls.client_certificates);
+    return context;
   } catch (const std::exception& e) {
     throw config_error(std::string("tls.certificates: ") + e.what());
   }
@@ -86,45 +90,45 @@ int run_server(std::shared_ptr<const config> settings) {
     });
   }
 
-  session::runtime rt;
-  rt.settings = settings;
-  rt.tls = load_tls(*settings);
-  rt.users = load_users(*settings);
-  rt.stats = &stats;
-  rt.verifier = &verifier;
-  rt.backend = &backend;
+  session::runtime initial;
+  initial.settings = settings;
+  initial.tls = load_tls(*settings);
+  initial.users = load_users(*settings);
+  initial.stats = &stats;
+  initial.verifier = &verifier;
+  initial.backend = &backend;
+  live_runtime live(std::move(initial));
+
+  // Both files are parsed completely before either replaces the old one.
+  auto reload = [&](std::string_view trigger) {
+    try {
+      auto tls = load_tls(*settings);
+      auto users = load_users(*settings);
+      live.replace(std::move(tls), std::move(users));
+      stats.reload("success");
+      log::event("reload").add("trigger", trigger).add("result", "success");
+    } catch (const std::exception& e) {
+      stats.reload("failure");
+      log::event("reload").add("trigger", trigger).add("result", "failure").add("error", e.what());
+    }
+  };
 
   const auto thread_count = static_cast<std::size_t>(settings->threads);
   std::vector<std::unique_ptr<asio::io_context>> contexts;
-  std::list<net::tcp::acceptor> acceptors;
-  for (std::size_t i = 0; i < thread_count; ++i) {
-    contexts.push_back(std::make_unique<asio::io_context>(1));
-    auto executor = contexts.back()->get_executor();
-    for (const auto& listener : settings->listeners) {
-      auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
-      asio::co_spawn(executor,
-                     net::accept_loop(acceptor,
-                                      [&listener, &rt, executor](net::tcp::socket socket) {
-                                        asio::co_spawn(
-                                            executor,
-                                            session::run_client_session(std::move(socket), listener, rt),
-                                            asio::detached);
-                                      }),
-                     asio::detached);
-    }
-  }
-
-  drop_privileges(settings->user);
+  for (std::size_t i = 0; i < thread_count; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_context = *contexts.front();
-  asio::co_spawn(main_context, backend.run(), asio::detached);
+  std::list<net::tcp::acceptor> acceptors;
+  file_watch watch(reloadable_files(*settings));
 
+  // Signals are caught before any port answers: a SIGHUP sent as soon as the
+  // port is up must reload, not kill the process.
   asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& error,
                                                                     int number) {
     if (error) return;
     if (number == SIGHUP) {
-      log::event("reload_ignored")
-          .add("reason", "configuration reload is not supported yet; restart instead");
+      watch.changed();  // what SIGHUP loads need not be loaded again on the next poll
+      reload("SIGHUP");
       signals.async_wait(on_signal);
       return;
     }
@@ -133,6 +137,37 @@ int run_server(std::shared_ptr<const config> settings) {
     for (auto& context : contexts) context->stop();
   };
   signals.async_wait(on_signal);
+
+  for (auto& context : contexts) {
+    auto executor = context->get_executor();
+    for (const auto& listener : settings->listeners) {
+      auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
+      asio::co_spawn(executor,
+                     net::accept_loop(acceptor,
+                                      [&listener, &live, executor](net::tcp::socket socket) {
+                                        asio::co_spawn(executor,
+                                                       session::run_client_session(std::move(socket),
+                                                                                   listener, live.get()),
+                                                       asio::detached);
+                                      }),
+                     asio::detached);
+    }
+  }
+
+  drop_privileges(settings->user);
+  asio::co_spawn(main_context, backend.run(), asio::detached);
+  if (settings->reload_check_interval.count() > 0) {
+    auto watcher = [&]() -> asio::awaitable<void> {
+      asio::steady_timer timer(co_await asio::this_coro::executor);
+      for (;;) {
+        timer.expires_after(settings->reload_check_interval);
+        auto [error] = co_await timer.async_wait(net::as_result);
+        if (error) co_return;
+        if (watch.changed()) reload("file_change");
+      }
+    };
+    asio::co_spawn(main_context, std::move(watcher), asio::detached);
+  }
 
   log::event("started")
       .add("version", SMTPGUARD_VERSION)
@@ -145,6 +180,7 @@ int run_server(std::shared_ptr<const config> settings) {
   main_context.run();
   for (auto& context : contexts) context->stop();
   for (auto& t : threads) t.join();
+  stats.stop_exposing();
   log::event("stopped");
   return 0;
 }

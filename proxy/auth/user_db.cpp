@@ -115,6 +115,36 @@ std::vector<std::string> read_senders(const json& value, const std::string& path
   return senders;
 }
 
+// Normalised so that lookups are exact: e-mail and fingerprint lower-cased,
+// colons dropped from fingerprints; CNs are kept as written.
+std::string read_certificate_match(const json& item, const std::string& path) {
+  if (!item.is_string()) fail(path, "expected a string");
+  const std::string text = item.get<std::string>();
+  const auto colon = text.find(':');
+  const std::string kind = colon == std::string::npos ? "" : text.substr(0, colon);
+  std::string value = colon == std::string::npos ? "" : text.substr(colon + 1);
+  if (value.empty() || has_control_characters(value))
+    fail(path, "expected \"cn:NAME\", \"email:ADDRESS\" or \"sha256:HEX\"");
+  if (kind == "cn") return "cn:" + value;
+  if (kind == "email") return "email:" + smtp::to_lower(value);
+  if (kind == "sha256") {
+    std::erase(value, ':');
+    value = smtp::to_lower(value);
+    if (value.size() != 64 || value.find_first_not_of("0123456789abcdef") != std::string::npos)
+      fail(path, "expected a SHA-256 fingerprint of 64 hex digits");
+    return "sha256:" + value;
+  }
+  fail(path, "expected \"cn:NAME\", \"email:ADDRESS\" or \"sha256:HEX\"");
+}
+
+std::vector<std::string> read_certificate_matches(const json& value, const std::string& path) {
+  if (!value.is_array()) fail(path, "expected an array");
+  std::vector<std::string> matches;
+  for (std::size_t i = 0; i < value.size(); ++i)
+    matches.push_back(read_certificate_match(value[i], path + "[" + std::to_string(i) + "]"));
+  return matches;
+}
+
 user_record read_user(const json& value, const std::string& path) {
   if (!value.is_object()) fail(path, "expected an object");
   user_record user;
@@ -124,6 +154,11 @@ user_record read_user(const json& value, const std::string& path) {
     else if (key == "password") user.password_hash = read_password_hash(field, field_path);
     else if (key == "cram_md5") user.cram_md5 = read_cram_md5(field, field_path);
     else if (key == "senders") user.senders = read_senders(field, field_path);
+    else if (key == "client_certificates") user.client_certificates = read_certificate_matches(field, field_path);
+    else if (key == "relay_by_certificate") {
+      if (!field.is_boolean()) fail(field_path, "expected true or false");
+      user.relay_by_certificate = field.get<bool>();
+    }
     else fail(field_path, "unknown key");
   }
   if (!value.contains("name")) fail(path + ".name", "is required");
@@ -147,6 +182,12 @@ user_db user_db::parse(const json& document) {
     user_record user = read_user((*users)[i], path);
     if (db.users_.contains(user.name)) fail(path + ".name", "duplicate user \"" + user.name + "\"");
     const std::string name = user.name;
+    for (std::size_t j = 0; j < user.client_certificates.size(); ++j) {
+      const auto [owner, added] = db.certificate_owners_.emplace(user.client_certificates[j], name);
+      if (!added)
+        fail(path + ".client_certificates[" + std::to_string(j) + "]",
+             "already belongs to user \"" + owner->second + "\"");
+    }
     const auto& stored = db.users_.emplace(name, std::move(user)).first->second;
     if (first_hash == nullptr && !stored.password_hash.empty() && !is_locked(stored.password_hash))
       first_hash = &stored.password_hash;
@@ -182,6 +223,21 @@ user_db user_db::load(const std::string& path) {
 const user_record* user_db::find(std::string_view name) const {
   const auto it = users_.find(std::string(name));
   return it == users_.end() ? nullptr : &it->second;
+}
+
+const user_record* user_db::find_by_certificate(std::string_view sha256, std::span<const std::string> emails,
+                                                std::string_view common_name) const {
+  auto owner = [&](const std::string& key) -> const user_record* {
+    const auto it = certificate_owners_.find(key);
+    return it == certificate_owners_.end() ? nullptr : find(it->second);
+  };
+  if (!sha256.empty())
+    if (const auto* user = owner("sha256:" + smtp::to_lower(sha256))) return user;
+  for (const auto& email : emails)
+    if (const auto* user = owner("email:" + smtp::to_lower(email))) return user;
+  if (!common_name.empty())
+    if (const auto* user = owner("cn:" + std::string(common_name))) return user;
+  return nullptr;
 }
 
 bool user_db::verify_password(std::string_view user, std::string_view password) const {

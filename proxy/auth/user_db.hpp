@@ -1,8 +1,10 @@
 #pragma once
-// The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders"}]}.
+// The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders",
+// "client_certificates", "relay_by_certificate"}]}.
 #include <iosfwd>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -19,6 +21,9 @@ struct user_record {
   std::string password_hash;                  ///< crypt(3) string; empty: no password login
   std::optional<cram_md5_context> cram_md5;   ///< absent: CRAM-MD5 refused for this user
   std::vector<std::string> senders;           ///< "a@b" exact, "@b" whole domain; empty: any sender
+  /// Verified client certificates that are this user: "cn:NAME", "email:ADDRESS", "sha256:HEX".
+  std::vector<std::string> client_certificates;
+  bool relay_by_certificate = false;  ///< such a certificate alone permits relaying (no AUTH)
 };
 
 class user_db {
@@ -37,6 +42,10 @@ class user_db {
   bool verify_password(std::string_view user, std::string_view password) const;
   /// Verifies a CRAM-MD5 digest (16 raw octets) in constant time.
   bool verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const;
+  /// The user a verified client certificate belongs to, or nullptr. A SHA-256
+  /// fingerprint entry wins over an e-mail entry, which wins over a CN entry.
+  const user_record* find_by_certificate(std::string_view sha256, std::span<const std::string> emails,
+                                         std::string_view common_name) const;
   /// MAIL FROM ownership: exact address or "@domain" entries, case-insensitive
   /// on the domain; an empty list allows any sender.
   bool sender_allowed(std::string_view user, std::string_view address) const;
@@ -44,6 +53,8 @@ class user_db {
  private:
   std::unordered_map<std::string, user_record> users_;
   std::string dummy_hash_;
+  // "sha256:...", "email:...", "cn:..." (normalised) -> user name.
+  std::unordered_map<std::string, std::string> certificate_owners_;
 };
 
 /// `smtpguard passwd [--scheme yescrypt|bcrypt|sha512-crypt] [--user NAME]`:

@@ -34,6 +34,7 @@ constexpr int stage_login_user = 2;
 constexpr int stage_login_password = 3;
 constexpr int stage_cram_md5_response = 4;
 constexpr int stage_done = 5;
+constexpr int stage_external_response = 6;
 
 step make_step(step::kind what, std::string text = {}) { return step{what, std::move(text)}; }
 
@@ -99,6 +100,13 @@ class transitions {
         password.find('\0') != std::string_view::npos)
       return finish(step::kind::malformed);
     std::get<password_proof>(out_).password = password;
+    return finish(step::kind::complete);
+  }
+
+  step external_authzid(std::string_view authzid) {
+    if (authzid.size() > max_identity_size || authzid.find('\0') != std::string_view::npos)
+      return finish(step::kind::malformed);
+    out_ = external_proof{std::string(authzid)};
     return finish(step::kind::complete);
   }
 
@@ -169,6 +177,10 @@ step server_exchange::start(std::string_view initial_response, bool has_initial_
       if (decoded) return t.finish(step::kind::malformed);
       stage_ = stage_cram_md5_response;
       return make_step(step::kind::challenge, base64_encode(cram_challenge_));
+    case mechanism::external:
+      if (decoded) return t.external_authzid(*decoded);
+      stage_ = stage_external_response;
+      return make_step(step::kind::challenge);
   }
   return t.finish(step::kind::malformed);
 }
@@ -185,6 +197,7 @@ step server_exchange::respond(std::string_view line) {
     case stage_login_user: return t.login_user(*decoded);
     case stage_login_password: return t.login_password(*decoded);
     case stage_cram_md5_response: return t.cram_md5_response(*decoded);
+    case stage_external_response: return t.external_authzid(*decoded);
     default: return t.finish(step::kind::malformed);
   }
 }

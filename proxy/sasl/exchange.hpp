@@ -34,7 +34,12 @@ struct cram_md5_proof {
   std::string challenge;
   std::string digest;  ///< 16 raw octets (decoded from the client's lowercase hex)
 };
-using proof = std::variant<password_proof, cram_md5_proof>;
+/// EXTERNAL (RFC 4422 appendix A): the identity was established outside SASL
+/// (a verified client certificate); the client may only name who it acts as.
+struct external_proof {
+  std::string user;  ///< the requested authorization identity; empty: the certificate's own
+};
+using proof = std::variant<password_proof, cram_md5_proof, external_proof>;
 
 class server_exchange {
  public:

@@ -8,10 +8,11 @@
 namespace smtpguard::sasl {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, mechanism>, 3> names{{
+constexpr std::array<std::pair<std::string_view, mechanism>, 4> names{{
     {"PLAIN", mechanism::plain},
     {"LOGIN", mechanism::login},
     {"CRAM-MD5", mechanism::cram_md5},
+    {"EXTERNAL", mechanism::external},
 }};
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "smtp/dialogue.hpp"
 #include "smtp/received.hpp"
 #include "smtp/replies.hpp"
+#include "tls/client_verify.hpp"
 #include "tls/server_context.hpp"
 
 namespace smtpguard::session {
@@ -90,6 +91,7 @@ class client_session {
     policy_.allow_plaintext_auth = listener.allow_plaintext_auth;
     policy_.mechanisms = settings_.auth.mechanisms;
     policy_.max_recipients = settings_.limits.max_recipients;
+    client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
 
   net::awaitable<void> run(net::tcp::socket socket) {
@@ -122,18 +124,40 @@ class client_session {
   // --- TLS -----------------------------------------------------------------
 
   net::awaitable<bool> handshake(tls_stream& stream) {
+    tls::request_client_certificate(stream.native_handle(), client_certificates_);
     auto done = co_await net::with_timeout(stream.async_handshake(tls_stream::server, net::as_result),
                                            settings_.timeouts.tls_handshake);
     if (!done || std::get<0>(*done)) {
-      const std::string reason = done ? std::get<0>(*done).message() : "timeout";
-      rt_.stats->tls_handshake(listener_.name, "", "", done ? "error" : "timeout");
+      // A refused client certificate is the likeliest cause worth naming.
+      std::string reason = tls::verification_failure(stream.native_handle());
+      const bool certificate = !reason.empty();
+      if (!certificate) reason = done ? std::get<0>(*done).message() : "timeout";
+      rt_.stats->tls_handshake(listener_.name, "", "",
+                               certificate ? "client_certificate" : done ? "error" : "timeout");
       log::event("tls_failed").add("session", id_).add("client", peer_ip_).add("reason", reason);
       co_return false;
     }
     tls_ = tls::describe(stream.native_handle());
     state_.tls = true;
     rt_.stats->tls_handshake(listener_.name, tls_.version, tls_.cipher, "success");
-    log::event("tls").add("session", id_).add("version", tls_.version).add("cipher", tls_.cipher);
+    peer_ = tls::inspect_peer(stream.native_handle());
+    if (peer_.presented && peer_.verified) {
+      if (const auto* owner = rt_.users->find_by_certificate(peer_.sha256, peer_.emails, peer_.common_name)) {
+        certificate_user_ = owner->name;
+        // Postfix's permit_tls_clientcerts: the certificate is the credential.
+        if (owner->relay_by_certificate) {
+          state_.authenticated = true;
+          state_.user = owner->name;
+        }
+      }
+    }
+    log::event("tls")
+        .add("session", id_)
+        .add("version", tls_.version)
+        .add("cipher", tls_.cipher)
+        .add("client_certificate", peer_.presented ? peer_.subject : std::string())
+        .add("certificate_user", certificate_user_)
+        .add("relay_by_certificate", state_.authenticated);
     co_return true;
   }
 
@@ -287,12 +311,20 @@ class client_session {
     offer.client_name = state_.helo;
     offer.starttls = smtp::starttls_offered(state_, policy_);
     if (smtp::auth_offered(state_, policy_))
-      for (const auto& m : policy_.mechanisms) offer.auth_mechanisms.push_back(m);
+      offer.auth_mechanisms = offered_mechanisms();
     offer.max_message_size = settings_.limits.max_message_size;
     const auto backend_capabilities = rt_.backend->capabilities();
     smtp::build_ehlo_reply(*backend_capabilities, offer).append_to(output_scratch_);
     io.queue(output_scratch_);
     output_scratch_.clear();
+  }
+
+  /// The configured mechanisms, plus EXTERNAL once a verified client
+  /// certificate maps to a user.
+  std::vector<std::string_view> offered_mechanisms() const {
+    std::vector<std::string_view> names(policy_.mechanisms.begin(), policy_.mechanisms.end());
+    if (!certificate_user_.empty()) names.push_back(sasl::mechanism_name(sasl::mechanism::external));
+    return names;
   }
 
   // --- AUTH ------------------------------------------------------------------
@@ -304,8 +336,9 @@ class client_session {
     const bool has_initial = space != std::string_view::npos;
     const std::string_view initial = has_initial ? cmd.argument.substr(space + 1) : std::string_view{};
     const auto mechanism = sasl::parse_mechanism(name);
-    const bool enabled = mechanism && std::find(policy_.mechanisms.begin(), policy_.mechanisms.end(),
-                                                sasl::mechanism_name(*mechanism)) != policy_.mechanisms.end();
+    const auto offered = offered_mechanisms();
+    const bool enabled = mechanism && std::find(offered.begin(), offered.end(), sasl::mechanism_name(*mechanism)) !=
+                                          offered.end();
     if (!enabled) {
       if (!refuse(io, replies::auth_mechanism_unknown, true)) {
         const outcome ended = co_await close_with(io);
@@ -348,8 +381,16 @@ class client_session {
       co_return outcome::next;
     }
 
-    const std::string user = std::visit([](const auto& proof) { return proof.user; }, exchange.credentials());
-    const bool valid = co_await rt_.verifier->verify(rt_.users, exchange.credentials());
+    std::string user = std::visit([](const auto& proof) { return proof.user; }, exchange.credentials());
+    bool valid = false;
+    if (*mechanism == sasl::mechanism::external) {
+      // RFC 4422 appendix A: the certificate is the credential; the client may
+      // only ask to act as the user it maps to.
+      valid = user.empty() || user == certificate_user_;
+      if (user.empty()) user = certificate_user_;
+    } else {
+      valid = co_await rt_.verifier->verify(rt_.users, exchange.credentials());
+    }
     if (valid) {
       state_.authenticated = true;
       state_.user = user;
@@ -567,6 +608,7 @@ class client_session {
     info.tls_version = tls_.version;
     info.tls_cipher = tls_.cipher;
     info.user = state_.user;
+    if (peer_.presented && peer_.verified) info.client_certificate = peer_.subject;
     if (state_.recipients == 1) info.recipient = last_recipient_;
     info.when = std::time(nullptr);
     return smtp::build_received_header(info);
@@ -666,6 +708,9 @@ class client_session {
   smtp::dialogue_policy policy_;
   smtp::dialogue_state state_;
   tls::connection_info tls_;
+  client_cert_mode client_certificates_;
+  tls::peer_certificate peer_;
+  std::string certificate_user_;  ///< user a verified client certificate maps to
   std::unique_ptr<backend_connection> backend_;
   std::string sender_;
   std::string last_recipient_;

@@ -14,8 +14,9 @@ bool check(const auth::user_db& users, const sasl::proof& proof) {
     }
     return users.verify_password(password->user, password->password);
   }
-  const auto& cram = std::get<sasl::cram_md5_proof>(proof);
-  return users.verify_cram_md5(cram.user, cram.challenge, cram.digest);
+  if (const auto* cram = std::get_if<sasl::cram_md5_proof>(&proof))
+    return users.verify_cram_md5(cram->user, cram->challenge, cram->digest);
+  return false;  // EXTERNAL carries no secret; the session checks the certificate itself
 }
 
 }  // namespace
@@ -29,7 +30,7 @@ credential_verifier::~credential_verifier() {
 
 net::awaitable<bool> credential_verifier::verify(std::shared_ptr<const auth::user_db> users,
                                                  sasl::proof proof) {
-  if (std::holds_alternative<sasl::cram_md5_proof>(proof)) co_return check(*users, proof);  // one HMAC: cheap
+  if (!std::holds_alternative<sasl::password_proof>(proof)) co_return check(*users, proof);  // cheap
   // The lambda is built outside the co_await expression: GCC 12 frees
   // captures of a lambda created inside one twice.
   auto check_on_pool = [users = std::move(users), proof = std::move(proof)]() -> net::awaitable<bool> {

@@ -8,11 +8,15 @@ namespace {
 
 // RFC 5321 section 4.4 limits the clauses we copy from the client to
 // something a header parser cannot misread: no comments, quoting or ";".
-std::string sanitise(std::string_view s) {
+std::string sanitise(std::string_view s, bool keep_spaces = false) {
   constexpr std::size_t max_length = 255;
   std::string out;
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
+    if (c == ' ' && keep_spaces && !out.empty()) {
+      out += ch;
+      continue;
+    }
     if (c < 0x21 || c > 0x7e || c == '(' || c == ')' || c == '\\' || c == ';') continue;
     out += ch;
     if (out.size() == max_length) break;
@@ -64,6 +68,9 @@ std::string build_received_header(const received_info& info) {
     out += "\r\n\t(using " + single_line(info.tls_version);
     if (!info.tls_cipher.empty()) out += " with cipher " + single_line(info.tls_cipher);
     out += ')';
+  }
+  if (const std::string subject = sanitise(info.client_certificate, true); !subject.empty()) {
+    out += "\r\n\t(client certificate " + subject + ')';
   }
   if (const std::string user = sanitise(info.user); !user.empty()) {
     out += "\r\n\t(authenticated user " + user + ')';

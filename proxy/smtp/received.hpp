@@ -14,6 +14,7 @@ struct received_info {
   std::string_view id;           ///< session id
   std::string_view tls_version;  ///< "TLSv1.3"; empty without TLS
   std::string_view tls_cipher;   ///< "TLS_AES_128_GCM_SHA256"
+  std::string_view client_certificate;  ///< verified client certificate subject; empty if none
   std::string_view user;         ///< authenticated user; empty if none
   std::string_view recipient;    ///< only when the message has exactly one recipient
   std::time_t when = 0;
@@ -23,6 +24,7 @@ struct received_info {
 ///   Received: from client.example ([192.0.2.1])\r\n
 ///   \tby mail.example.org (smtpguard) with ESMTPSA id 3f2a9c\r\n
 ///   \t(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)\r\n
+///   \t(client certificate CN=alice,O=Example)\r\n   (only with a verified one)
 ///   \t(authenticated user alice)\r\n
 ///   \tfor <bob@example.net>; Sun, 22 Nov 2026 19:00:00 +0000\r\n
 /// Optional parts are left out when empty. Client-controlled text (helo, user)

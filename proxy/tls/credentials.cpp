@@ -46,6 +46,8 @@ key_kind classify(EVP_PKEY* key, const std::string& path) {
   }
 }
 
+char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+
 std::vector<std::string> san_dns_names(const X509* leaf) {
   std::vector<std::string> names;
   bssl::UniquePtr<GENERAL_NAMES> general(
@@ -56,8 +58,7 @@ std::vector<std::string> san_dns_names(const X509* leaf) {
     const ASN1_STRING* value = name->d.dNSName;
     std::string text(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
                      static_cast<std::size_t>(ASN1_STRING_length(value)));
-    std::transform(text.begin(), text.end(), text.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(text.begin(), text.end(), text.begin(), lower);
     names.push_back(std::move(text));
   }
   return names;
@@ -94,6 +95,12 @@ std::uint16_t curve_group(key_kind kind) {
   return kind == key_kind::ec_p384 ? SSL_CURVE_SECP384R1 : SSL_CURVE_SECP256R1;
 }
 
+bool equal_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return lower(x) == lower(y);
+         });
+}
+
 }  // namespace
 
 credential credential::load(const certificate_config& config) {
@@ -118,12 +125,31 @@ credential credential::load(const certificate_config& config) {
   loaded.kind_ = classify(loaded.key_.get(), config.key);
   X509* leaf = SSL_CTX_get0_certificate(loader.get());
   loaded.dns_names_ = san_dns_names(leaf);
+  // The config parser lowercases names already; configurations built in code
+  // need not.
+  loaded.server_names_ = config.names.empty() ? loaded.dns_names_ : config.names;
+  for (std::string& name : loaded.server_names_) std::transform(name.begin(), name.end(), name.begin(), lower);
   loaded.chain_.push_back(to_buffer(leaf, config.cert));
   STACK_OF(X509)* intermediates = nullptr;
   if (SSL_CTX_get0_chain_certs(loader.get(), &intermediates) && intermediates)
     for (X509* cert : intermediates) loaded.chain_.push_back(to_buffer(cert, config.cert));
   for (const auto& buffer : loaded.chain_) loaded.chain_pointers_.push_back(buffer.get());
   return loaded;
+}
+
+bool credential::answers_for(std::string_view server_name) const {
+  return std::any_of(server_names_.begin(), server_names_.end(),
+                     [server_name](const std::string& pattern) { return server_name_matches(pattern, server_name); });
+}
+
+bool server_name_matches(std::string_view pattern, std::string_view name) {
+  if (!pattern.starts_with("*.")) return equal_ignoring_case(pattern, name);
+  const std::string_view suffix = pattern.substr(1);  // ".example.org"
+  if (name.size() <= suffix.size()) return false;
+  const std::string_view label = name.substr(0, name.size() - suffix.size());
+  // A literal "*" label in the name is not a host name; never let it match.
+  return label.find_first_of(".*") == std::string_view::npos &&
+         equal_ignoring_case(name.substr(label.size()), suffix);
 }
 
 bool u16_list::contains(std::uint16_t value) const {
@@ -158,9 +184,15 @@ credential_set::credential_set(std::vector<credential> credentials, tls12_suites
                         [](const credential& c) { return c.is_ecdsa(); });
 }
 
-// A server name filter for SNI belongs here, ahead of the capability check, so
-// that a name match narrows the candidates and ECDSA/RSA is chosen among them.
+// A name match narrows the candidates and ECDSA/RSA is chosen among them.
+// When none of those can serve the client, another name's certificate still
+// lets the handshake complete: most SMTP clients encrypt opportunistically
+// without checking the name, and a failed handshake would leave them in
+// plaintext or without delivery.
 const credential* credential_set::select(const client_offer& offer) const {
+  if (!offer.server_name.empty())
+    for (const credential& cred : credentials_)
+      if (cred.answers_for(offer.server_name) && can_serve(cred, offer, suites_)) return &cred;
   for (const credential& cred : credentials_)
     if (can_serve(cred, offer, suites_)) return &cred;
   return nullptr;

@@ -1,12 +1,13 @@
 #pragma once
 // Server certificates loaded once at startup and the rule that picks one for
 // a ClientHello. Kept apart from the SSL_CTX so the rule can be tested without
-// a handshake and extended (SNI) without touching the callback plumbing.
+// a handshake.
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config.hpp"
@@ -28,9 +29,13 @@ class credential {
   key_kind kind() const { return kind_; }
   bool is_ecdsa() const { return kind_ != key_kind::rsa; }
   const std::string& cert_file() const { return cert_file_; }
-  /// subjectAltName dNSName entries of the leaf, lowercased: what a server
-  /// name from SNI would be matched against.
+  /// subjectAltName dNSName entries of the leaf, lowercased.
   const std::vector<std::string>& dns_names() const { return dns_names_; }
+  /// The names SNI is matched against, lowercased: the configured ones, or
+  /// dns_names() when none are configured.
+  const std::vector<std::string>& server_names() const { return server_names_; }
+  /// Whether a client asking for `server_name` (any case) should get this one.
+  bool answers_for(std::string_view server_name) const;
 
   /// DER certificates, leaf first, in the shape SSL_*_set_chain_and_key take.
   CRYPTO_BUFFER* const* chain_data() const { return chain_pointers_.data(); }
@@ -43,10 +48,16 @@ class credential {
   std::string cert_file_;
   key_kind kind_ = key_kind::rsa;
   std::vector<std::string> dns_names_;
+  std::vector<std::string> server_names_;
   std::vector<bssl::UniquePtr<CRYPTO_BUFFER>> chain_;
   std::vector<CRYPTO_BUFFER*> chain_pointers_;  // borrowed from chain_
   bssl::UniquePtr<EVP_PKEY> key_;
 };
+
+/// Whether the SNI `name` matches `pattern`, ignoring case: equal, or for
+/// "*.example.org" exactly one non-empty label followed by ".example.org"
+/// (as RFC 6125 6.4.3 allows wildcards: whole leftmost label only).
+bool server_name_matches(std::string_view pattern, std::string_view name);
 
 /// A ClientHello list of 16-bit values (cipher suites, signature algorithms,
 /// groups), read in place from the wire bytes.
@@ -67,6 +78,9 @@ struct client_offer {
   std::optional<u16_list> signature_algorithms;  ///< absent: TLS 1.2's implied SHA-1 pair
   std::optional<u16_list> supported_groups;      ///< absent: any curve (RFC 8422 5.1.1)
   u16_list cipher_suites;
+  /// SNI host_name as the client sent it (any case); empty when none was sent.
+  /// Borrowed from the handshake, so valid only while the hello is examined.
+  std::string_view server_name;
 };
 
 /// The configured TLS 1.2 suites, split by the key their authentication needs.
@@ -81,7 +95,8 @@ struct tls12_suites {
 bool can_serve(const credential& cred, const client_offer& offer, const tls12_suites& suites);
 
 /// Every configured credential, in preference order: ECDSA before RSA (smaller
-/// handshakes, cheaper signatures), configuration order within each.
+/// handshakes, cheaper signatures), configuration order within each. The
+/// first one is the default for clients without SNI or with an unknown name.
 class credential_set {
  public:
   credential_set(std::vector<credential> credentials, tls12_suites suites);
@@ -89,8 +104,11 @@ class credential_set {
   std::span<const credential> all() const { return credentials_; }
   const credential& preferred() const { return credentials_.front(); }
 
-  /// The first credential that can serve `offer`, or nullptr when none can
-  /// (the handshake will then fail however we answer).
+  /// The first credential that answers for the offer's server name and can
+  /// serve it; failing that (no SNI, an unknown name, or only certificates of
+  /// a key type the client cannot use), the first one that can serve it at
+  /// all; nullptr when none can (the handshake will then fail however we
+  /// answer).
   const credential* select(const client_offer& offer) const;
 
  private:

@@ -85,6 +85,10 @@ client_offer read_offer(const SSL_CLIENT_HELLO* hello) {
   offer.signature_algorithms = u16_extension(hello, TLSEXT_TYPE_signature_algorithms, false);
   offer.supported_groups = u16_extension(hello, TLSEXT_TYPE_supported_groups, false);
   offer.cipher_suites = u16_list({hello->cipher_suites, hello->cipher_suites_len});
+  // BoringSSL has already parsed and checked the server_name extension by now
+  // (one host_name, no NUL bytes, rejecting the hello otherwise), so its
+  // result is taken rather than parsing the extension a second time.
+  if (const char* name = SSL_get_servername(hello->ssl, TLSEXT_NAMETYPE_host_name)) offer.server_name = name;
   return offer;
 }
 

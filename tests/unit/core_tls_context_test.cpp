@@ -99,10 +99,16 @@ class core_tls_context : public testing::Test {
     auto p521 = ec_key(NID_secp521r1);
     auto rsa = rsa_key();
     auto ed = ed25519_key();
+    auto other_ec = ec_key(NID_X9_62_prime256v1);
+    auto other_rsa = rsa_key();
+    auto wild_rsa = rsa_key();
     add("p256", p256.get(), self_signed(p256.get(), {"Mail.Example.Test", "localhost"}).get());
     add("p384", p384.get(), self_signed(p384.get(), {"p384.example.test"}).get());
     add("rsa", rsa.get(), self_signed(rsa.get(), {"mail.example.test"}).get());
     add("p521", p521.get(), self_signed(p521.get(), {}).get());
+    add("other_ec", other_ec.get(), self_signed(other_ec.get(), {"other.example.test"}).get());
+    add("other_rsa", other_rsa.get(), self_signed(other_rsa.get(), {"other.example.test"}).get());
+    add("wild_rsa", wild_rsa.get(), self_signed(wild_rsa.get(), {"*.wild.example.test"}).get());
     add("ed25519", ed.get(), self_signed(ed.get(), {}).get());
   }
   static void TearDownTestSuite() {
@@ -119,7 +125,9 @@ class core_tls_context : public testing::Test {
   }
 
   static std::string path(const std::string& file) { return (*dir_ / file).string(); }
-  static certificate_config pair(const std::string& name) { return {path(name + ".pem"), path(name + ".key")}; }
+  static certificate_config pair(const std::string& name, std::vector<std::string> names = {}) {
+    return {path(name + ".pem"), path(name + ".key"), std::move(names)};
+  }
   static std::map<std::vector<uint8_t>, std::string>& ders() {
     static std::map<std::vector<uint8_t>, std::string> by_der;
     return by_der;
@@ -135,11 +143,19 @@ class core_tls_context : public testing::Test {
   /// limited to `max_version`, `ciphers` (TLS 1.2) and `sigalgs` (if any).
   static outcome handshake(asio::ssl::context& server, uint16_t max_version, const char* ciphers = nullptr,
                            std::vector<uint16_t> sigalgs = {}) {
+    return handshake_named(server, nullptr, max_version, ciphers, std::move(sigalgs));
+  }
+
+  /// The same, sending `server_name` in SNI unless it is null.
+  static outcome handshake_named(asio::ssl::context& server, const char* server_name,
+                                 uint16_t max_version = TLS1_3_VERSION, const char* ciphers = nullptr,
+                                 std::vector<uint16_t> sigalgs = {}) {
     bssl::UniquePtr<SSL_CTX> client_ctx(SSL_CTX_new(TLS_method()));
     SSL_CTX_set_max_proto_version(client_ctx.get(), max_version);
     if (ciphers) SSL_CTX_set_strict_cipher_list(client_ctx.get(), ciphers);
     if (!sigalgs.empty()) SSL_CTX_set_verify_algorithm_prefs(client_ctx.get(), sigalgs.data(), sigalgs.size());
     bssl::UniquePtr<SSL> client(SSL_new(client_ctx.get()));
+    if (server_name) SSL_set_tlsext_host_name(client.get(), server_name);
     bssl::UniquePtr<SSL> srv(SSL_new(server.native_handle()));
     BIO* client_bio = nullptr;
     BIO* server_bio = nullptr;
@@ -187,19 +203,21 @@ TEST_F(core_tls_context, loads_and_classifies_credentials) {
 TEST_F(core_tls_context, refuses_bad_pairs_naming_the_file) {
   auto error_of = [](const certificate_config& config) -> std::string {
     try {
-      make_server_context(tls_config{{config}, "1.2"});
+      tls_config tls;
+      tls.certificates = {config};
+      make_server_context(tls);
     } catch (const std::runtime_error& e) {
       return e.what();
     }
     return "no error";
   };
-  const std::string mismatch = error_of({path("p256.pem"), path("rsa.key")});
+  const std::string mismatch = error_of({path("p256.pem"), path("rsa.key"), {}});
   EXPECT_TRUE(mismatch.starts_with(path("rsa.key") + ": private key does not match " + path("p256.pem"))) << mismatch;
-  const std::string missing_cert = error_of({path("absent.pem"), path("p256.key")});
+  const std::string missing_cert = error_of({path("absent.pem"), path("p256.key"), {}});
   EXPECT_TRUE(missing_cert.starts_with(path("absent.pem") + ": cannot load certificate chain")) << missing_cert;
-  const std::string missing_key = error_of({path("p256.pem"), path("absent.key")});
+  const std::string missing_key = error_of({path("p256.pem"), path("absent.key"), {}});
   EXPECT_TRUE(missing_key.starts_with(path("absent.key") + ": cannot load private key")) << missing_key;
-  const std::string not_a_cert = error_of({path("p256.key"), path("p256.key")});
+  const std::string not_a_cert = error_of({path("p256.key"), path("p256.key"), {}});
   EXPECT_TRUE(not_a_cert.starts_with(path("p256.key") + ": cannot load certificate chain")) << not_a_cert;
   const std::string p521 = error_of(pair("p521"));
   EXPECT_TRUE(p521.starts_with(path("p521.key") + ": unsupported EC curve")) << p521;
@@ -290,6 +308,104 @@ TEST_F(core_tls_context, shared_context_survives_concurrent_handshakes) {
     });
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(core_tls_context, server_name_patterns) {
+  EXPECT_TRUE(server_name_matches("mail.example.test", "mail.example.test"));
+  EXPECT_TRUE(server_name_matches("mail.example.test", "MAIL.Example.Test"));
+  EXPECT_FALSE(server_name_matches("mail.example.test", "mail.example.test.org"));
+  EXPECT_FALSE(server_name_matches("mail.example.test", "example.test"));
+  EXPECT_TRUE(server_name_matches("*.wild.example.test", "a.wild.example.test"));
+  EXPECT_TRUE(server_name_matches("*.wild.example.test", "Smtp-1.WILD.example.test"));
+  // Exactly one extra label, a whole one.
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", "wild.example.test"));
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", ".wild.example.test"));
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", "b.a.wild.example.test"));
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", "awild.example.test"));
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", "*.wild.example.test"));
+  EXPECT_FALSE(server_name_matches("*.wild.example.test", "a.wild.example.org"));
+  EXPECT_FALSE(server_name_matches("a.wild.example.test", "*.wild.example.test"));
+}
+
+TEST_F(core_tls_context, names_default_to_san_and_configured_ones_replace_them) {
+  const credential by_san = credential::load(pair("p256"));
+  EXPECT_EQ(by_san.server_names(), (std::vector<std::string>{"mail.example.test", "localhost"}));
+  EXPECT_TRUE(by_san.answers_for("Mail.Example.Test"));
+  const credential configured = credential::load(pair("p256", {"Alias.Example.Test", "*.alias.example.test"}));
+  EXPECT_EQ(configured.server_names(), (std::vector<std::string>{"alias.example.test", "*.alias.example.test"}));
+  EXPECT_EQ(configured.dns_names(), by_san.dns_names());
+  EXPECT_FALSE(configured.answers_for("mail.example.test"));
+  EXPECT_TRUE(configured.answers_for("x.alias.example.test"));
+}
+
+TEST_F(core_tls_context, sni_picks_the_key_type_among_the_certificates_for_the_name) {
+  auto server = make_server_context(with({"rsa", "other_rsa", "p256", "wild_rsa", "other_ec"}));
+  const char* rsa_suite = "ECDHE-RSA-AES128-GCM-SHA256";
+  const char* ecdsa_suite = "ECDHE-ECDSA-AES128-GCM-SHA256";
+  const std::vector<uint16_t> rsa_sigalgs{SSL_SIGN_RSA_PSS_RSAE_SHA256};
+
+  EXPECT_EQ(handshake_named(*server, "mail.example.test").served, "p256");
+  EXPECT_EQ(handshake_named(*server, "mail.example.test", TLS1_2_VERSION).served, "p256");
+  EXPECT_EQ(handshake_named(*server, "mail.example.test", TLS1_2_VERSION, rsa_suite).served, "rsa");
+  EXPECT_EQ(handshake_named(*server, "mail.example.test", TLS1_3_VERSION, nullptr, rsa_sigalgs).served, "rsa");
+
+  EXPECT_EQ(handshake_named(*server, "other.example.test").served, "other_ec");
+  EXPECT_EQ(handshake_named(*server, "other.example.test", TLS1_2_VERSION, ecdsa_suite).served, "other_ec");
+  EXPECT_EQ(handshake_named(*server, "other.example.test", TLS1_2_VERSION, rsa_suite).served, "other_rsa");
+  EXPECT_EQ(handshake_named(*server, "other.example.test", TLS1_3_VERSION, nullptr, rsa_sigalgs).served,
+            "other_rsa");
+  // SNI is case-insensitive (RFC 6066 3, host names compare as DNS names).
+  EXPECT_EQ(handshake_named(*server, "OTHER.Example.TEST").served, "other_ec");
+  EXPECT_EQ(handshake_named(*server, "Other.Example.Test", TLS1_2_VERSION, rsa_suite).served, "other_rsa");
+
+  // Only an RSA certificate answers for the wildcard: it wins over ECDSA.
+  EXPECT_EQ(handshake_named(*server, "a.wild.example.test").served, "wild_rsa");
+  EXPECT_EQ(handshake_named(*server, "A.Wild.Example.Test", TLS1_2_VERSION).served, "wild_rsa");
+  EXPECT_EQ(handshake_named(*server, "b.a.wild.example.test").served, "p256");
+  EXPECT_EQ(handshake_named(*server, "wild.example.test").served, "p256");
+}
+
+TEST_F(core_tls_context, unknown_or_missing_sni_gets_the_default) {
+  // The default is the first configured ECDSA certificate, whatever its names.
+  for (auto [config, ecdsa_default] : {std::pair{with({"rsa", "p256", "other_ec", "other_rsa"}), "p256"},
+                                       std::pair{with({"other_rsa", "other_ec", "rsa", "p256"}), "other_ec"}}) {
+    auto server = make_server_context(config);
+    const char* rsa_default = ecdsa_default == std::string("p256") ? "rsa" : "other_rsa";
+    for (const char* name : {static_cast<const char*>(nullptr), "unknown.example.test", "example.test"}) {
+      const std::string label = name ? name : "(no SNI)";
+      EXPECT_EQ(handshake_named(*server, name).served, ecdsa_default) << label;
+      EXPECT_EQ(handshake_named(*server, name, TLS1_2_VERSION).served, ecdsa_default) << label;
+      EXPECT_EQ(handshake_named(*server, name, TLS1_2_VERSION, "ECDHE-RSA-AES128-GCM-SHA256").served, rsa_default)
+          << label;
+    }
+  }
+}
+
+TEST_F(core_tls_context, configured_names_replace_san_names_in_handshakes) {
+  tls_config config;
+  config.certificates = {pair("other_ec"), pair("p256", {"alias.example.test", "*.alias.example.test"})};
+  auto server = make_server_context(config);
+  EXPECT_EQ(handshake_named(*server, "alias.example.test").served, "p256");
+  EXPECT_EQ(handshake_named(*server, "smtp.Alias.Example.Test").served, "p256");
+  // p256's own SAN names no longer count: mail.example.test is unknown now.
+  EXPECT_EQ(handshake_named(*server, "mail.example.test").served, "other_ec");
+  EXPECT_EQ(handshake_named(*server, "other.example.test").served, "other_ec");
+}
+
+TEST_F(core_tls_context, name_match_the_client_cannot_use_falls_back_to_another_certificate) {
+  // The wildcard's only certificate is RSA; an ECDSA-only TLS 1.2 client still
+  // completes a handshake, with the default certificate.
+  auto server = make_server_context(with({"wild_rsa", "p256"}));
+  EXPECT_EQ(handshake_named(*server, "a.wild.example.test", TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256").served,
+            "p256");
+  EXPECT_EQ(handshake_named(*server, "a.wild.example.test", TLS1_2_VERSION, "ECDHE-RSA-AES128-GCM-SHA256").served,
+            "wild_rsa");
+}
+
+TEST_F(core_tls_context, single_certificate_is_served_for_any_name) {
+  auto server = make_server_context(with({"rsa"}));
+  EXPECT_EQ(handshake_named(*server, "other.example.test").served, "rsa");
+  EXPECT_EQ(handshake_named(*server, "mail.example.test").served, "rsa");
 }
 
 }  // namespace

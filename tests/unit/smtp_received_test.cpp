@@ -87,3 +87,23 @@ TEST(smtp_received, long_helo_is_truncated) {
 
 }  // namespace
 }  // namespace smtpguard::smtp
+
+namespace smtpguard::smtp {
+namespace {
+
+TEST(smtp_received_certificate, verified_client_certificate_has_its_own_comment) {
+  received_info info;
+  info.helo = "client.example";
+  info.client_ip = "192.0.2.1";
+  info.by_host = "mail.example.org";
+  info.protocol = "ESMTPSA";
+  info.client_certificate = "CN=alice (x);O=Example Org";
+  info.user = "alice";
+  const std::string header = build_received_header(info);
+  EXPECT_NE(header.find("\r\n\t(client certificate CN=alice xO=Example Org)\r\n\t(authenticated user alice)"),
+            std::string::npos)
+      << header;
+}
+
+}  // namespace
+}  // namespace smtpguard::smtp
