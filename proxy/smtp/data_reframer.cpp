@@ -1,5 +1,7 @@
 #include "smtp/data_reframer.hpp"
 
+#include <algorithm>
+
 namespace smtpguard::smtp {
 namespace {
 
@@ -33,6 +35,7 @@ bool data_reframer::end_line(bool canonical, std::string& out) {
   const bool after_canonical = previous_ending_canonical_;
   pending_dot_ = false;
   at_line_start_ = true;
+  line_length_ = 0;
   previous_ending_canonical_ = canonical;
   // RFC 5321 section 4.1.1.4: only CRLF "." CRLF ends the data. A "." line
   // touching a bare CR or LF is exactly what smuggling relies on, since other
@@ -85,12 +88,23 @@ data_reframer::result data_reframer::feed(std::string_view in, std::string& out)
       if (*p == '.') emit(out, ".", 1);
     }
     const char* const stop = find_line_break(p, end);
-    if (stop != p) {
-      const auto length = static_cast<std::size_t>(stop - p);
+    const std::size_t limit = options_.max_line_length;
+    while (p != stop) {
+      if (limit != 0 && line_length_ == limit) {
+        // RFC 5321 4.5.3.1.6: an over-long line is folded, never passed on.
+        // The continuation is a line of its own and is stuffed like any
+        // other, so a fold can never produce a lone "." at the backend.
+        emit_content(out, "\r\n", 2);
+        line_length_ = 0;
+        if (*p == '.') emit(out, ".", 1);
+      }
+      auto length = static_cast<std::size_t>(stop - p);
+      if (limit != 0) length = std::min(length, limit - line_length_);
       emit_content(out, p, length);
-      p = stop;
-      if (p == end) break;
+      line_length_ += length;
+      p += length;
     }
+    if (p == end) break;
     if (*p++ == '\r') {
       pending_cr_ = true;
     } else {

@@ -15,6 +15,9 @@ enum class line_ending_policy { reject, normalize };
 struct reframer_options {
   line_ending_policy bare_line_endings = line_ending_policy::reject;
   std::uint64_t max_size = 0;  ///< 0 = unlimited; counted on unstuffed content with CRLF
+  /// Longest line passed on, in content octets without CRLF (RFC 5321 4.5.3.1.6: 998);
+  /// longer lines are folded with CRLF. 0 = no limit.
+  std::size_t max_line_length = 998;
 };
 
 enum class reframe_error { none, bare_line_ending, too_big };
@@ -58,6 +61,7 @@ class data_reframer {
   bool pending_cr_ = false;                // last octet seen was CR
   bool pending_dot_ = false;               // line so far is exactly "."
   bool done_ = false;                      // end of message already returned
+  std::size_t line_length_ = 0;            // content octets written on the current output line
 };
 
 }  // namespace smtpguard::smtp

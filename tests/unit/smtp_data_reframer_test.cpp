@@ -360,5 +360,41 @@ TEST(smtp_data_reframer, property_matches_reference_on_arbitrary_input) {
   }
 }
 
+
+// RFC 5321 4.5.3.1.6: long lines are folded; a fold never yields a lone ".".
+TEST(smtp_data_reframer, over_long_lines_are_folded_and_continuations_stuffed) {
+  struct fold_case {
+    std::string input;
+    std::string expected;
+  };
+  const std::vector<fold_case> cases = {
+      {"abcd\r\n.\r\n", "abcd\r\n.\r\n"},                         // exactly at the limit
+      {"abcdefghij\r\n.\r\n", "abcd\r\nefgh\r\nij\r\n.\r\n"},
+      {"abcd.\r\n.\r\n", "abcd\r\n..\r\n.\r\n"},                  // would be a lone "." otherwise
+      {"abcd.efg\r\n.\r\n", "abcd\r\n..efg\r\n.\r\n"},
+      {"..bcd.efg\r\n.\r\n", "..bcd\r\n..efg\r\n.\r\n"},       // client stuffing removed, ours added
+      {"abcd.\r\n.\r\nMAIL FROM:<x>\r\n", "abcd\r\n..\r\n.\r\n"},
+  };
+  reframer_options options{line_ending_policy::reject, 0};
+  options.max_line_length = 4;
+  for (const auto& c : cases) {
+    const outcome o = run_all_ways(c.input, options);
+    EXPECT_TRUE(o.done) << c.input;
+    EXPECT_EQ(o.error, reframe_error::none) << c.input;
+    EXPECT_EQ(o.out, c.expected) << c.input;
+    EXPECT_FALSE(has_bare_line_ending(o.out)) << c.input;
+  }
+  EXPECT_EQ(run_all_ways("abcd.\r\n.\r\nMAIL FROM:<x>\r\n", options).consumed, 10u);
+}
+
+TEST(smtp_data_reframer, default_limit_is_998_octets) {
+  const std::string long_line(1500, 'x');
+  data_reframer reframer({line_ending_policy::reject, 0});
+  std::string out;
+  const auto r = reframer.feed(long_line + "\r\n.\r\n", out);
+  EXPECT_TRUE(r.done);
+  EXPECT_EQ(out, std::string(998, 'x') + "\r\n" + std::string(502, 'x') + "\r\n.\r\n");
+}
+
 }  // namespace
 }  // namespace smtpguard::smtp
