@@ -223,6 +223,15 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
   r.get_duration("failure_delay_ms", auth.failure_delay, 0, 60000);
   r.get_int("max_failures", auth.max_failures, 1, 100);
   r.get_int("verifier_threads", auth.verifier_threads, 1, 64);
+  if (const json* l = r.find("lockout")) {
+    object_reader o(*l, r.path("lockout"));
+    o.get_int("ip_failures", auth.lockout.ip_failures, 0, 100000);
+    o.get_int("user_failures", auth.lockout.user_failures, 0, 100000);
+    o.get_duration("window_seconds", auth.lockout.window, 1, 86400 * 7);
+    o.get_duration("lockout_seconds", auth.lockout.lockout, 1, 86400 * 7);
+    o.get_int("max_tracked", auth.lockout.max_tracked, 1, 10000000);
+    o.finish();
+  }
   r.finish();
 }
 
@@ -240,6 +249,8 @@ void read_limits(const json& v, const std::string& path, limits_config& limits) 
   r.get_int("max_recipients", limits.max_recipients, 1, 100000);
   r.get_int("max_command_line", limits.max_command_line, 512, 65536);
   r.get_int("max_errors", limits.max_errors, 1, 1000);
+  r.get_int("max_connections", limits.max_connections, 1, 1000000);
+  r.get_int("max_connections_per_ip", limits.max_connections_per_ip, 1, 1000000);
   r.finish();
 }
 
@@ -253,6 +264,9 @@ void read_timeouts(const json& v, const std::string& path, timeouts_config& t) {
   r.get_duration("tls_handshake", t.tls_handshake, 1, 3600);
   r.get_duration("backend_connect", t.backend_connect, 1, 3600);
   r.get_duration("backend_reply", t.backend_reply, 1, day);
+  r.get_duration("command_total", t.command_total, 1, day);
+  r.get_int("data_min_rate", t.data_min_rate, 0, 1LL << 30);
+  r.get_duration("data_rate_window", t.data_rate_window, 1, 3600);
   r.finish();
 }
 
@@ -271,6 +285,7 @@ void read_smtp(const json& v, const std::string& path, smtp_config& smtp) {
     else
       fail(r.path("bare_line_endings"), "must be \"reject\" or \"normalize\"");
   }
+  r.get_duration("greeting_delay_ms", smtp.greeting_delay, 0, 10000);
   r.finish();
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/lockout.hpp"
 #include "smtp/data_reframer.hpp"
 
 namespace smtpguard {
@@ -62,6 +63,7 @@ struct auth_config {
   std::chrono::milliseconds failure_delay{1000};  ///< before a 535, against guessing
   int max_failures = 3;                           ///< per session, then 421 and close
   int verifier_threads = 2;                       ///< slow hash checks run here, not on I/O threads
+  auth::lockout_settings lockout;                 ///< auth.lockout: failure budgets across sessions
 };
 
 struct backend_config {
@@ -75,6 +77,8 @@ struct limits_config {
   int max_recipients = 100;
   std::size_t max_command_line = 512;  ///< RFC 5321 4.5.3.1.4
   int max_errors = 10;                 ///< bad commands before we hang up
+  std::size_t max_connections = 1000;        ///< open client connections, all listeners and threads
+  std::size_t max_connections_per_ip = 20;   ///< per IPv4 address or IPv6 /64
 };
 
 struct timeouts_config {
@@ -85,11 +89,17 @@ struct timeouts_config {
   std::chrono::seconds tls_handshake{30};
   std::chrono::seconds backend_connect{30};
   std::chrono::seconds backend_reply{300};
+  std::chrono::seconds command_total{300};  ///< one command line, from its first byte to its end
+  std::uint64_t data_min_rate = 1024;       ///< bytes per second during DATA; 0: no minimum
+  std::chrono::seconds data_rate_window{30};  ///< the rate is averaged over windows this long
 };
 
 struct smtp_config {
   std::string banner = "ESMTP";
   smtp::line_ending_policy bare_line_endings = smtp::line_ending_policy::reject;
+  /// Plaintext listeners wait this long before the 220 and hang up on clients
+  /// that talk first; 0: no wait and no check.
+  std::chrono::milliseconds greeting_delay{0};
 };
 
 struct metrics_config {

@@ -58,6 +58,14 @@ metrics::metrics()
                        .Name("smtpguard_connections_total")
                        .Help("Client connections accepted, by listener")
                        .Register(*registry_)),
+      connections_rejected_(BuildCounter()
+                                .Name("smtpguard_connections_rejected_total")
+                                .Help("Client connections refused at connect or before the greeting, by reason")
+                                .Register(*registry_)),
+      auth_lockouts_(BuildCounter()
+                         .Name("smtpguard_auth_lockouts_total")
+                         .Help("AUTH attempts refused because the address or user is locked out, by scope")
+                         .Register(*registry_)),
       tls_handshakes_(BuildCounter()
                           .Name("smtpguard_tls_handshakes_total")
                           .Help("TLS handshakes with clients, by listener, version, cipher and result")
@@ -132,6 +140,12 @@ void metrics::stop_exposing() {
 void metrics::connection_accepted(std::string_view listener) {
   connections_.Add({{"listener", label(listener)}}).Increment();
 }
+
+void metrics::connection_rejected(std::string_view reason) {
+  connections_rejected_.Add({{"reason", label(reason)}}).Increment();
+}
+
+void metrics::auth_lockout(std::string_view scope) { auth_lockouts_.Add({{"scope", label(scope)}}).Increment(); }
 
 void metrics::tls_handshake(std::string_view listener, std::string_view version, std::string_view cipher,
                             std::string_view result) {

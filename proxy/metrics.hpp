@@ -37,6 +37,10 @@ class metrics {
   void stop_exposing();
 
   void connection_accepted(std::string_view listener);
+  /// reason: "total_limit", "per_ip_limit", "lockout", "pregreet".
+  void connection_rejected(std::string_view reason);
+  /// scope: "ip" or "user": an AUTH refused with 454 without checking credentials.
+  void auth_lockout(std::string_view scope);
   void session_started() { sessions_active_.Increment(); }
   void session_ended() { sessions_active_.Decrement(); }
   /// result: "success" or a failure reason ("timeout", "error", "closed").
@@ -58,6 +62,8 @@ class metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Family<prometheus::Counter>& connections_;
+  prometheus::Family<prometheus::Counter>& connections_rejected_;
+  prometheus::Family<prometheus::Counter>& auth_lockouts_;
   prometheus::Family<prometheus::Counter>& tls_handshakes_;
   prometheus::Family<prometheus::Counter>& auth_attempts_;
   prometheus::Family<prometheus::Counter>& messages_;

@@ -7,10 +7,13 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <string>
 #include <variant>
 
+#include "auth/lockout.hpp"
 #include "log.hpp"
+#include "net/connection_limits.hpp"
 #include "net/line_io.hpp"
 #include "sasl/exchange.hpp"
 #include "session/backend_connection.hpp"
@@ -29,6 +32,7 @@ namespace {
 namespace replies = smtp::replies;
 using tls_stream = asio::ssl::stream<net::tcp::socket>;
 using std::chrono::seconds;
+using steady_clock = std::chrono::steady_clock;
 
 // RFC 4954 section 4: an AUTH line may carry a 12288-octet initial response.
 constexpr std::size_t max_auth_line = 12288 + 2;
@@ -77,15 +81,36 @@ void strip_auth_parameter(smtp::path_argument& path) {
   std::erase_if(path.parameters, [](const smtp::mail_parameter& p) { return p.keyword == "AUTH"; });
 }
 
+// Counted across every session of the process, whichever thread runs it.
+// One instance per process: the limits come from the configuration, which a
+// reload never changes (only certificates and users are reloaded).
+struct shared_guards {
+  net::connection_limits connections;
+  auth::lockout_table lockouts;
+};
+
+shared_guards& guards_for(const config& settings) {
+  static shared_guards instance{{settings.limits.max_connections, settings.limits.max_connections_per_ip},
+                                auth::lockout_table(settings.auth.lockout)};
+  return instance;
+}
+
+std::string_view scope_name(auth::lockout_scope scope) {
+  return scope == auth::lockout_scope::ip ? "ip" : "user";
+}
+
 class client_session {
  public:
-  client_session(const listener_config& listener, runtime rt, std::string peer_ip, std::uint16_t peer_port)
+  client_session(const listener_config& listener, runtime rt, std::string peer_ip, std::uint16_t peer_port,
+                 std::string client_key, auth::lockout_table& lockouts)
       : listener_(listener),
         rt_(std::move(rt)),
         settings_(*rt_.settings),
         id_(new_session_id()),
         peer_ip_(std::move(peer_ip)),
-        peer_port_(peer_port) {
+        peer_port_(peer_port),
+        client_key_(std::move(client_key)),
+        lockouts_(lockouts) {
     policy_.starttls_listener = listener.tls == tls_mode::starttls;
     policy_.require_tls = listener.tls != tls_mode::none && listener.require_tls;
     policy_.allow_plaintext_auth = listener.allow_plaintext_auth;
@@ -177,11 +202,27 @@ class client_session {
     net::line_io<Stream> io(stream, std::max(settings_.limits.max_command_line, max_auth_line));
     if (!greeting_sent_) {
       greeting_sent_ = true;
+      // RFC 5321 4.3.1: a client must wait for the 220; bulk senders that
+      // do not are told so. TLS listeners cannot tell: the client speaks first.
+      if (listener_.tls != tls_mode::implicit && settings_.smtp.greeting_delay.count() > 0) {
+        std::string_view early;
+        const auto status = co_await io.read_raw(early, settings_.smtp.greeting_delay);
+        if (status == net::read_status::closed) co_return outcome::closed;
+        if (status == net::read_status::line) {
+          rt_.stats->connection_rejected("pregreet");
+          log::event("connection_rejected")
+              .add("session", id_)
+              .add("client", peer_ip_)
+              .add("reason", "pregreet");
+          const outcome ended = co_await last_words(io, replies::talked_before_greeting);
+          co_return ended;
+        }
+      }
       io.queue("220 " + settings_.hostname + " " + settings_.smtp.banner + "\r\n");
     }
     for (;;) {
       smtp::framed_line line;
-      const auto status = co_await io.read_line(line, settings_.timeouts.command);
+      const auto status = co_await read_command(io, line);
       if (status == net::read_status::timeout) {
         const outcome ended = co_await last_words(io, replies::timeout);
         co_return ended;
@@ -211,6 +252,38 @@ class client_session {
       }
       const outcome result = co_await execute(io, cmd);
       if (result != outcome::next) co_return result;
+    }
+  }
+
+  /// The next command line, with the per-read timeout and a total deadline
+  /// counted from the line's first byte, so trickling one byte at a time
+  /// cannot hold a session open forever.
+  template <typename Stream>
+  net::awaitable<net::read_status> read_command(net::line_io<Stream>& io, smtp::framed_line& line) {
+    std::optional<steady_clock::time_point> started;
+    for (;;) {
+      switch (io.framer().next(line)) {
+        case smtp::frame_status::line:
+          co_return net::read_status::line;
+        case smtp::frame_status::too_long:
+          co_return net::read_status::too_long;
+        case smtp::frame_status::need_more:
+          break;
+      }
+      const bool flushed = co_await io.flush(settings_.timeouts.command);
+      if (!flushed) co_return net::read_status::closed;
+      net::duration limit = settings_.timeouts.command;
+      if (io.framer().has_buffered()) {
+        const auto now = steady_clock::now();
+        if (!started) started = now;
+        const net::duration left = *started + settings_.timeouts.command_total - now;
+        if (left <= net::duration::zero()) co_return net::read_status::timeout;
+        limit = std::min(limit, left);
+      }
+      std::string_view chunk;
+      const auto status = co_await io.read_raw(chunk, limit);
+      if (status != net::read_status::line) co_return status;
+      io.framer().feed(chunk);
     }
   }
 
@@ -347,6 +420,10 @@ class client_session {
       co_return outcome::next;
     }
     const std::string_view mechanism_label = sasl::mechanism_name(*mechanism);
+    if (lockouts_.ip_locked(client_key_, steady_clock::now())) {
+      const outcome ended = co_await locked_out(io, mechanism_label, auth::lockout_scope::ip, {});
+      co_return ended;
+    }
     sasl::server_exchange exchange(*mechanism, *mechanism == sasl::mechanism::cram_md5
                                                    ? sasl::make_cram_md5_challenge(settings_.hostname)
                                                    : std::string{});
@@ -354,7 +431,7 @@ class client_session {
     while (step.what == sasl::step::kind::challenge) {
       io.queue("334 " + step.text + "\r\n");
       smtp::framed_line line;
-      const auto status = co_await io.read_line(line, settings_.timeouts.command);
+      const auto status = co_await read_command(io, line);
       if (status == net::read_status::timeout) {
         const outcome ended = co_await last_words(io, replies::timeout);
         co_return ended;
@@ -382,6 +459,13 @@ class client_session {
     }
 
     std::string user = std::visit([](const auto& proof) { return proof.user; }, exchange.credentials());
+    // Checked the same way whether or not the user exists, so a lockout
+    // reveals nothing about which names are real.
+    const auto scope = lockouts_.is_locked(client_key_, user, steady_clock::now());
+    if (scope != auth::lockout_scope::none) {
+      const outcome ended = co_await locked_out(io, mechanism_label, scope, user);
+      co_return ended;
+    }
     bool valid = false;
     if (*mechanism == sasl::mechanism::external) {
       // RFC 4422 appendix A: the certificate is the credential; the client may
@@ -406,6 +490,15 @@ class client_session {
     }
     ++auth_failures_;
     rt_.stats->auth_attempt(mechanism_label, "failure");
+    const auto now = steady_clock::now();
+    lockouts_.record_failure(client_key_, user, now);
+    if (const auto locked = lockouts_.is_locked(client_key_, user, now); locked != auth::lockout_scope::none)
+      log::event("lockout")
+          .add("session", id_)
+          .add("client", peer_ip_)
+          .add("key", client_key_)
+          .add("user", user)
+          .add("scope", scope_name(locked));
     // A stable line for fail2ban: "event=auth ... client=<ip> ... result=failure".
     log::event("auth")
         .add("session", id_)
@@ -421,6 +514,31 @@ class client_session {
       co_return ended;
     }
     io.queue(replies::auth_invalid);
+    co_return outcome::next;
+  }
+
+  /// AUTH refused because of a lockout: 454 without looking at the
+  /// credentials, after the same delay as a wrong password.
+  template <typename Stream>
+  net::awaitable<outcome> locked_out(net::line_io<Stream>& io, std::string_view mechanism_label,
+                                     auth::lockout_scope scope, const std::string& user) {
+    ++auth_failures_;
+    rt_.stats->auth_attempt(mechanism_label, "lockout");
+    rt_.stats->auth_lockout(scope_name(scope));
+    log::event("auth")
+        .add("session", id_)
+        .add("client", peer_ip_)
+        .add("mechanism", mechanism_label)
+        .add("user", user)
+        .add("result", "lockout")
+        .add("scope", scope_name(scope));
+    asio::steady_timer delay(co_await asio::this_coro::executor, settings_.auth.failure_delay);
+    co_await delay.async_wait(net::as_result);
+    if (auth_failures_ >= settings_.auth.max_failures) {
+      const outcome ended = co_await last_words(io, replies::auth_too_many_failures);
+      co_return ended;
+    }
+    io.queue(replies::auth_temporary_failure);
     co_return outcome::next;
   }
 
@@ -632,6 +750,14 @@ class client_session {
     const std::string pipelined = io.framer().take_buffered();
     std::string_view input = pipelined;
     bool backend_ok = true;
+    // Only time spent waiting for the client counts against its rate, so a
+    // slow backend never gets a client cut off.
+    const std::uint64_t min_rate = settings_.timeouts.data_min_rate;
+    const net::duration window = settings_.timeouts.data_rate_window;
+    const net::duration block_limit = settings_.timeouts.data_block;
+    net::duration waited{};
+    net::duration idle{};
+    std::uint64_t window_bytes = 0;
     for (;;) {
       const auto fed = reframer.feed(input, to_backend);
       if (reframer.error() != smtp::reframe_error::none) to_backend.clear();
@@ -643,12 +769,43 @@ class client_session {
         io.framer().feed(input.substr(fed.consumed));
         break;
       }
-      const auto status = co_await io.read_raw(input, settings_.timeouts.data_block);
-      if (status != net::read_status::line) {
+      net::duration limit = block_limit - idle;
+      const bool window_bound = min_rate > 0 && window - waited < limit;
+      if (window_bound) limit = window - waited;
+      const auto before = steady_clock::now();
+      auto status = co_await io.read_raw(input, limit);
+      const net::duration spent = steady_clock::now() - before;
+      waited += spent;
+      if (status == net::read_status::line) {
+        window_bytes += input.size();
+        idle = {};
+      } else {
+        idle += spent;
+      }
+      bool too_slow = false;
+      if (min_rate > 0 && waited >= window) {
+        const double seconds_waited = std::chrono::duration<double>(waited).count();
+        too_slow = static_cast<double>(window_bytes) < static_cast<double>(min_rate) * seconds_waited;
+        waited = {};
+        window_bytes = 0;
+      }
+      if (status == net::read_status::timeout && window_bound && !too_slow) {
+        input = {};
+        continue;
+      }
+      if (too_slow || status != net::read_status::line) {
         // The client vanished mid-message: the backend must never see the final dot.
         backend_->abort();
         backend_.reset();
-        log::event("message").add("session", id_).add("result", "aborted").add("size", reframer.size());
+        log::event("message")
+            .add("session", id_)
+            .add("result", "aborted")
+            .add("reason", too_slow ? "too_slow" : status == net::read_status::timeout ? "timeout" : "closed")
+            .add("size", reframer.size());
+        if (too_slow) {
+          const outcome ended = co_await last_words(io, replies::data_too_slow);
+          co_return ended;
+        }
         if (status == net::read_status::timeout) {
           const outcome ended = co_await last_words(io, replies::timeout);
           co_return ended;
@@ -705,6 +862,8 @@ class client_session {
   std::string id_;
   std::string peer_ip_;
   std::uint16_t peer_port_;
+  std::string client_key_;  ///< what connection limits and lockouts count by
+  auth::lockout_table& lockouts_;
   smtp::dialogue_policy policy_;
   smtp::dialogue_state state_;
   tls::connection_info tls_;
@@ -727,17 +886,54 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
                                         runtime rt) {
   auto* stats = rt.stats;
   stats->connection_accepted(listener.name);
-  stats->session_started();
+  bool admitted = false;
   try {
     asio::error_code ignored;
     const auto peer = socket.remote_endpoint(ignored);
     socket.set_option(net::tcp::no_delay(true), ignored);
-    client_session session(listener, std::move(rt), peer.address().to_string(), peer.port());
+    auto& guards = guards_for(*rt.settings);
+    std::string key = net::client_key(peer.address());
+    net::connection_limits::slot slot;
+    std::string_view refused;
+    if (guards.lockouts.ip_locked(key, steady_clock::now())) {
+      refused = "lockout";
+    } else {
+      switch (guards.connections.try_acquire(key, slot)) {
+        case net::admission::admitted:
+          break;
+        case net::admission::total_limit:
+          refused = "total_limit";
+          break;
+        case net::admission::per_ip_limit:
+          refused = "per_ip_limit";
+          break;
+      }
+    }
+    if (!refused.empty()) {
+      stats->connection_rejected(refused);
+      log::event("connection_rejected")
+          .add("client", peer.address().to_string())
+          .add("listener", listener.name)
+          .add("reason", refused);
+      // A plaintext reply would be garbage to a client expecting a TLS handshake.
+      if (listener.tls != tls_mode::implicit) {
+        co_await net::with_timeout(
+            asio::async_write(socket, asio::buffer(replies::too_many_connections), net::as_result),
+            last_words_timeout);
+        socket.shutdown(net::tcp::socket::shutdown_send, ignored);
+      }
+      socket.close(ignored);
+      co_return;
+    }
+    admitted = true;
+    stats->session_started();
+    client_session session(listener, std::move(rt), peer.address().to_string(), peer.port(), std::move(key),
+                           guards.lockouts);
     co_await session.run(std::move(socket));
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());
   }
-  stats->session_ended();
+  if (admitted) stats->session_ended();
 }
 
 }  // namespace smtpguard::session
