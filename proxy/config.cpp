@@ -248,6 +248,9 @@ void read_limits(const json& v, const std::string& path, limits_config& limits) 
   r.get_int("max_message_size", limits.max_message_size, 1024, 1LL << 40);
   r.get_int("max_recipients", limits.max_recipients, 1, 100000);
   r.get_int("max_command_line", limits.max_command_line, 512, 65536);
+  if (r.get_int("max_text_line", limits.max_text_line, 0, 1 << 20) && limits.max_text_line != 0 &&
+      limits.max_text_line < 80)
+    fail(r.path("max_text_line"), "must be 0 (no folding) or at least 80");
   r.get_int("max_errors", limits.max_errors, 1, 1000);
   r.get_int("max_connections", limits.max_connections, 1, 1000000);
   r.get_int("max_connections_per_ip", limits.max_connections_per_ip, 1, 1000000);

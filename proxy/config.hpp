@@ -76,6 +76,7 @@ struct limits_config {
   std::uint64_t max_message_size = 26214400;
   int max_recipients = 100;
   std::size_t max_command_line = 512;  ///< RFC 5321 4.5.3.1.4
+  std::size_t max_text_line = 1000;    ///< RFC 5321 4.5.3.1.6, CRLF included; longer lines are folded; 0: never
   int max_errors = 10;                 ///< bad commands before we hang up
   std::size_t max_connections = 1000;        ///< open client connections, all listeners and threads
   std::size_t max_connections_per_ip = 20;   ///< per IPv4 address or IPv6 /64

@@ -746,7 +746,10 @@ class client_session {
       backend_.reset();
       co_return outcome::closed;
     }
-    smtp::data_reframer reframer({settings_.smtp.bare_line_endings, settings_.limits.max_message_size});
+    smtp::reframer_options framing{settings_.smtp.bare_line_endings, settings_.limits.max_message_size};
+    const auto text_line = settings_.limits.max_text_line;
+    framing.max_line_length = text_line == 0 ? 0 : text_line - 2;  // the option counts content, not CRLF
+    smtp::data_reframer reframer(framing);
     const std::string pipelined = io.framer().take_buffered();
     std::string_view input = pipelined;
     bool backend_ok = true;
