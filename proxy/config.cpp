@@ -331,7 +331,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   json document;
   try {
     document = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("(json)", e.what());
   }
   object_reader r(document, "");

@@ -206,7 +206,7 @@ user_db user_db::load(const std::string& path) {
   json document;
   try {
     document = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     // what() starts with "[json.exception.parse_error.N] ", noise to an operator.
     std::string message = e.what();
     if (const auto end = message.find("] "); message.starts_with("[json.") && end != std::string::npos)

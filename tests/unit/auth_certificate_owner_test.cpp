@@ -1,6 +1,8 @@
 // Client certificates mapped to users in the users file.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "auth/user_db.hpp"
@@ -61,6 +63,26 @@ TEST(auth_certificate_owner, errors_name_the_json_path) {
   EXPECT_EQ(error(R"({"users": [{"name": "a", "relay_by_certificate": "yes"}]})").rfind(
                 "users[0].relay_by_certificate: ", 0),
             0u);
+}
+
+}  // namespace
+}  // namespace smtpguard::auth
+
+namespace smtpguard::auth {
+namespace {
+
+TEST(auth_users_file_regression, number_overflow_names_the_file) {
+  const std::string path = ::testing::TempDir() + "users-overflow.json";
+  {
+    std::ofstream out(path);
+    out << R"({"users": [{"name": "a", "x": 1e400}]})";
+  }
+  try {
+    user_db::load(path);
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0u) << e.what();
+  }
 }
 
 }  // namespace

@@ -366,3 +366,20 @@ TEST(core_endpoint, parse_endpoint) {
 
 }  // namespace
 }  // namespace smtpguard
+
+namespace smtpguard {
+namespace {
+
+// Found by fuzz_config: a number beyond double range used to escape as a raw
+// nlohmann exception instead of a config_error.
+TEST(core_config_regression, number_overflow_is_a_config_error) {
+  try {
+    parse_config(R"({"hostname": 1e400})", "/");
+    FAIL() << "no error";
+  } catch (const config_error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("(json): ", 0), 0u) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace smtpguard

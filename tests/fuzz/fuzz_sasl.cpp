@@ -1,0 +1,122 @@
+// Server side of SASL (RFC 4954) and its base64. Input: [mechanism and
+// initial-response flag] then client lines: the initial response (when
+// flagged) and the answers to each challenge.
+// The exchange must end in exactly one terminal step, never accept more
+// input afterwards, and hand the verifier only credentials within the
+// documented bounds.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "fuzz_support.hpp"
+#include "sasl/base64.hpp"
+#include "sasl/exchange.hpp"
+#include "sasl/mechanism.hpp"
+#include "smtp/chars.hpp"
+
+namespace {
+
+namespace sasl = smtpguard::sasl;
+using kind = sasl::step::kind;
+
+// Fixed, so runs are reproducible; a real one comes from make_cram_md5_challenge.
+constexpr std::string_view cram_challenge = "<1896.697170952@mx.example.test>";
+
+void check_base64(std::string_view text) {
+  const auto decoded = sasl::base64_decode(text);
+  // Strict and canonical: one text per value, so a response cannot be
+  // varied to slip past anything that compares encoded forms.
+  if (decoded) FUZZ_CHECK(sasl::base64_encode(*decoded) == text);
+  const std::string encoded = sasl::base64_encode(text);
+  FUZZ_CHECK(encoded.size() % 4 == 0);
+  const auto round_trip = sasl::base64_decode(encoded);
+  FUZZ_CHECK(round_trip && *round_trip == text);
+}
+
+void check_credentials(const sasl::server_exchange& exchange) {
+  const sasl::proof& p = exchange.credentials();
+  if (const auto* password = std::get_if<sasl::password_proof>(&p)) {
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::plain || exchange.which() == sasl::mechanism::login);
+    FUZZ_CHECK(!password->user.empty() && password->user.size() <= 255);
+    FUZZ_CHECK(!password->password.empty() && password->password.size() <= 1024);
+    FUZZ_CHECK(password->authzid.size() <= 255 && password->authzid != password->user);
+    // crypt(3) stops at a NUL: a password with one could match a shorter one.
+    FUZZ_CHECK(password->password.find('\0') == std::string::npos);
+    FUZZ_CHECK(password->user.find('\0') == std::string::npos);
+  } else if (const auto* cram = std::get_if<sasl::cram_md5_proof>(&p)) {
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::cram_md5);
+    FUZZ_CHECK(cram->challenge == cram_challenge && cram->digest.size() == 16);
+    FUZZ_CHECK(!cram->user.empty() && cram->user.size() <= 255 && cram->user.find('\0') == std::string::npos);
+  } else {
+    const auto& external = std::get<sasl::external_proof>(p);
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::external);
+    FUZZ_CHECK(external.user.size() <= 255 && external.user.find('\0') == std::string::npos);
+  }
+}
+
+bool same_proof(const sasl::proof& a, const sasl::proof& b) {
+  if (a.index() != b.index()) return false;
+  if (const auto* x = std::get_if<sasl::password_proof>(&a)) {
+    const auto& y = std::get<sasl::password_proof>(b);
+    return x->authzid == y.authzid && x->user == y.user && x->password == y.password;
+  }
+  if (const auto* x = std::get_if<sasl::cram_md5_proof>(&a)) {
+    const auto& y = std::get<sasl::cram_md5_proof>(b);
+    return x->user == y.user && x->challenge == y.challenge && x->digest == y.digest;
+  }
+  return std::get<sasl::external_proof>(a).user == std::get<sasl::external_proof>(b).user;
+}
+
+void check_challenge(const sasl::server_exchange& exchange, const sasl::step& s) {
+  FUZZ_CHECK(s.text.find_first_of("\r\n") == std::string::npos);
+  if (exchange.which() == sasl::mechanism::cram_md5 && !s.text.empty()) {
+    const auto decoded = sasl::base64_decode(s.text);
+    FUZZ_CHECK(decoded && *decoded == cram_challenge);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  static constexpr sasl::mechanism mechanisms[] = {sasl::mechanism::plain, sasl::mechanism::login,
+                                                   sasl::mechanism::cram_md5, sasl::mechanism::external};
+  const sasl::mechanism mechanism = mechanisms[data[0] & 0x3];
+  const bool has_initial_response = data[0] & 0x4;
+  const auto lines = smtpguard::fuzz::split_lines(smtpguard::fuzz::as_view(data + 1, size - 1));
+
+  for (const auto line : lines) {
+    check_base64(line);
+    if (const auto m = sasl::parse_mechanism(line)) FUZZ_CHECK(smtpguard::smtp::iequals(sasl::mechanism_name(*m), line));
+  }
+
+  sasl::server_exchange exchange(mechanism, std::string(cram_challenge));
+  std::size_t next = 0;
+  std::string_view initial;
+  if (has_initial_response && next < lines.size()) initial = lines[next++];
+  sasl::step s = exchange.start(initial, has_initial_response);
+  // Out of order: refused without disturbing the exchange in progress.
+  FUZZ_CHECK(exchange.start("", false).what == kind::malformed);
+
+  std::size_t responses = 0;
+  while (s.what == kind::challenge && next < lines.size()) {
+    check_challenge(exchange, s);
+    s = exchange.respond(lines[next++]);
+    ++responses;
+  }
+  if (s.what == kind::challenge) {
+    check_challenge(exchange, s);
+    return 0;
+  }
+  if (s.what == kind::complete) check_credentials(exchange);
+  // "*" cancels an answer to a challenge; as an initial response it is bad base64.
+  if (s.what == kind::cancelled) FUZZ_CHECK(responses > 0 && lines[next - 1] == "*");
+
+  // Terminal: nothing more is accepted, and what was gathered stays put.
+  const sasl::proof before = exchange.credentials();
+  FUZZ_CHECK(exchange.respond("*").what == kind::malformed);
+  FUZZ_CHECK(exchange.respond("dGVzdA==").what == kind::malformed);
+  FUZZ_CHECK(same_proof(exchange.credentials(), before));
+  return 0;
+}
