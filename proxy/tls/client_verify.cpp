@@ -7,17 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include "tls/errors.hpp"
+
 namespace smtpguard::tls {
 namespace {
-
-std::string last_error() {
-  const unsigned long code = ERR_get_error();
-  if (code == 0) return "unknown error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof buffer);
-  ERR_clear_error();
-  return buffer;
-}
 
 bssl::UniquePtr<BIO> open_file(const std::string& path) {
   bssl::UniquePtr<BIO> bio(BIO_new_file(path.c_str(), "r"));

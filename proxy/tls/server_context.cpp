@@ -12,18 +12,10 @@
 #include <vector>
 
 #include "tls/credentials.hpp"
+#include "tls/errors.hpp"
 
 namespace smtpguard::tls {
 namespace {
-
-std::string last_error() {
-  const unsigned long code = ERR_get_error();
-  if (code == 0) return "unknown error";
-  char buffer[256];
-  ERR_error_string_n(code, buffer, sizeof buffer);
-  ERR_clear_error();
-  return buffer;
-}
 
 // TLS 1.2 suites for clients that cannot do 1.3: ECDHE only (forward
 // secrecy), AEAD only. TLS 1.3 suites are fixed by BoringSSL and all strong.
