@@ -12,6 +12,7 @@ import ctypes
 import email.utils
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -20,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -705,3 +707,59 @@ def metric_value(samples, name, **labels):
 
 def eprint(*args):
     print(*args, file=sys.stderr)
+
+
+class SClient:
+    """`openssl s_client` (optionally with -starttls smtp) driven line by line
+    through pipes; `extra` adds options such as -cert/-key."""
+
+    def __init__(self, port, ca_file, starttls, extra=()):
+        args = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-CAfile", ca_file,
+                "-verify_return_error", "-verify_ip", HOST, "-servername", HOSTNAME,
+                "-quiet", "-nocommands", *extra]
+        if starttls:
+            args += ["-starttls", "smtp", "-name", CLIENT_NAME]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in iter(self.proc.stdout.readline, b""):
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def reply(self, timeout=10):
+        lines = []
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"s_client: no reply within {timeout}s; have {lines!r}; "
+                                     f"stderr: {self.stderr()}")
+            if line is None:
+                raise ConnectionClosed(f"s_client ended; partial reply {lines!r}; stderr: {self.stderr()}")
+            assert line.endswith(b"\r\n") and line[:3].isdigit(), f"bad reply line from server: {line!r}"
+            lines.append(line)
+            if line[3:4] != b"-":
+                return int(line[:3]), lines
+
+    def cmd(self, data):
+        self.proc.stdin.write(data + b"\r\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass

@@ -12,12 +12,10 @@ without AUTH. Certificates come from certs/generate:
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
 import ssl
 import subprocess
-import threading
 
 import pytest
 
@@ -505,53 +503,11 @@ def test_curl_with_client_certificate(smtpguard_factory, certs, recorder, tmp_pa
     recorder.expect_exactly(1)
 
 
-class SClient:
-    """openssl s_client with a client certificate, driven through pipes."""
-
-    def __init__(self, guard, cert, starttls):
-        port = guard.starttls_port if starttls else guard.implicit_port
-        args = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-CAfile", guard.ca_file,
-                "-verify_return_error", "-servername", harness.HOSTNAME, "-quiet", "-nocommands",
-                "-cert", guard.cert(cert + ".pem"), "-key", guard.cert(cert + ".key")]
-        if starttls:
-            args += ["-starttls", "smtp", "-name", CLIENT_NAME]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in iter(self.proc.stdout.readline, b""):
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def reply(self, timeout=10):
-        lines = []
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"s_client: no reply within {timeout}s; have {lines!r}")
-            if line is None:
-                raise ConnectionClosed(f"s_client ended; partial reply {lines!r}")
-            assert line.endswith(b"\r\n") and line[:3].isdigit(), f"bad reply line: {line!r}"
-            lines.append(line)
-            if line[3:4] != b"-":
-                return int(line[:3]), lines
-
-    def cmd(self, data):
-        self.proc.stdin.write(data + b"\r\n")
-        self.proc.stdin.flush()
-        return self.reply()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except OSError:
-                pass
+def SClient(guard, cert, starttls):
+    """openssl s_client presenting `cert` to the STARTTLS or implicit listener."""
+    port = guard.starttls_port if starttls else guard.implicit_port
+    return harness.SClient(port, guard.ca_file, starttls,
+                           extra=("-cert", guard.cert(cert + ".pem"), "-key", guard.cert(cert + ".key")))
 
 
 @pytest.mark.parametrize("listener", LISTENERS)

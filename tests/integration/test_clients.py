@@ -1,14 +1,12 @@
 """Real mail clients (swaks, curl, openssl s_client) through smtpguard."""
 
 import base64
-import queue
 import shutil
 import subprocess
-import threading
 
 import pytest
 
-from harness import HOST, CLIENT_NAME, assert_received_then
+from harness import HOST, CLIENT_NAME, SClient, assert_received_then
 
 TOOL_TIMEOUT = 30
 
@@ -91,56 +89,6 @@ def test_curl_refuses_plaintext_when_tls_is_required_by_client(smtpguard, record
 
 
 # -- openssl s_client --------------------------------------------------------
-class SClient:
-    """openssl s_client driven line by line through pipes."""
-
-    def __init__(self, port, ca_file, starttls):
-        args = ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-CAfile", ca_file,
-                "-verify_return_error", "-verify_ip", HOST, "-servername", "mail.example.test",
-                "-quiet", "-nocommands"]
-        if starttls:
-            args += ["-starttls", "smtp", "-name", CLIENT_NAME]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in iter(self.proc.stdout.readline, b""):
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def reply(self, timeout=10):
-        lines = []
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(f"s_client: no reply within {timeout}s; have {lines!r}; "
-                                     f"stderr: {self.stderr()}")
-            if line is None:
-                raise AssertionError(f"s_client ended; partial reply {lines!r}; stderr: {self.stderr()}")
-            assert line.endswith(b"\r\n") and line[:3].isdigit(), f"bad reply line from server: {line!r}"
-            lines.append(line)
-            if line[3:4] != b"-":
-                return int(line[:3]), lines
-
-    def cmd(self, data):
-        self.proc.stdin.write(data + b"\r\n")
-        self.proc.stdin.flush()
-        return self.reply()
-
-    def stderr(self):
-        if self.proc.poll() is None:
-            return "(running)"
-        return self.proc.stderr.read().decode(errors="replace")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-
-
 S_CLIENT_BODY = b"Subject: s_client test\r\n\r\nhello from openssl\r\n.a dot line\r\n"
 
 
