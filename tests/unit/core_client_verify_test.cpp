@@ -16,6 +16,7 @@
 #include "tls/boringssl.hpp"
 #include "tls/client_verify.hpp"
 #include "tls/server_context.hpp"
+#include "tls_memory_handshake.hpp"
 
 namespace smtpguard::tls {
 namespace {
@@ -177,32 +178,15 @@ class core_client_verify : public testing::Test {
     bssl::UniquePtr<SSL> srv(SSL_new(server.native_handle()));
     request_client_certificate(srv.get(), mode);
     if (resume) SSL_set_session(client.get(), resume);
-    BIO* client_bio = nullptr;
-    BIO* server_bio = nullptr;
-    BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
-    SSL_set_bio(client.get(), client_bio, client_bio);
-    SSL_set_bio(srv.get(), server_bio, server_bio);
-    SSL_set_connect_state(client.get());
-    SSL_set_accept_state(srv.get());
+    in_memory::connect_in_memory(client.get(), srv.get());
 
     result out;
-    bool client_done = false, server_done = false, failed = false;
-    for (int round = 0; round < 20 && !failed && !(client_done && server_done); ++round) {
-      for (auto [ssl, done] : {std::pair{client.get(), &client_done}, std::pair{srv.get(), &server_done}}) {
-        if (*done || failed) continue;
-        const int rc = SSL_do_handshake(ssl);
-        if (rc == 1) {
-          *done = true;
-        } else if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ) {
-          failed = true;
-        }
-      }
-    }
+    const bool completed = in_memory::drive_handshake(client.get(), srv.get());
     out.failure_queued = verification_failure(srv.get());
     ERR_clear_error();
     out.failure = verification_failure(srv.get());
     out.peer = inspect_peer(srv.get());
-    if (failed || !client_done || !server_done) return out;
+    if (!completed) return out;
     out.ok = true;
     out.resumed = SSL_session_reused(srv.get());
     // TLS 1.3 tickets arrive after the handshake: let the client read them.

@@ -17,6 +17,7 @@
 #include "tls/boringssl.hpp"
 #include "tls/credentials.hpp"
 #include "tls/server_context.hpp"
+#include "tls_memory_handshake.hpp"
 
 namespace smtpguard::tls {
 namespace {
@@ -157,28 +158,11 @@ class core_tls_context : public testing::Test {
     bssl::UniquePtr<SSL> client(SSL_new(client_ctx.get()));
     if (server_name) SSL_set_tlsext_host_name(client.get(), server_name);
     bssl::UniquePtr<SSL> srv(SSL_new(server.native_handle()));
-    BIO* client_bio = nullptr;
-    BIO* server_bio = nullptr;
-    BIO_new_bio_pair(&client_bio, 0, &server_bio, 0);
-    SSL_set_bio(client.get(), client_bio, client_bio);
-    SSL_set_bio(srv.get(), server_bio, server_bio);
-    SSL_set_connect_state(client.get());
-    SSL_set_accept_state(srv.get());
-
-    bool client_done = false, server_done = false;
-    for (int round = 0; round < 20 && !(client_done && server_done); ++round) {
-      for (auto [ssl, done] : {std::pair{client.get(), &client_done}, std::pair{srv.get(), &server_done}}) {
-        if (*done) continue;
-        const int rc = SSL_do_handshake(ssl);
-        if (rc == 1) {
-          *done = true;
-        } else if (SSL_get_error(ssl, rc) != SSL_ERROR_WANT_READ) {
-          ERR_clear_error();
-          return {"failed", 0};
-        }
-      }
+    in_memory::connect_in_memory(client.get(), srv.get());
+    if (!in_memory::drive_handshake(client.get(), srv.get())) {
+      ERR_clear_error();
+      return {"failed", 0};
     }
-    if (!client_done || !server_done) return {"failed", 0};
     bssl::UniquePtr<X509> peer(SSL_get_peer_certificate(client.get()));
     if (!peer) return {"none", 0};
     auto found = ders().find(der_of(peer.get()));
