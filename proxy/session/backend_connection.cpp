@@ -13,6 +13,20 @@ constexpr std::size_t max_backend_line = 4096;
 
 }  // namespace
 
+std::string_view to_string(backend_failure failure) noexcept {
+  switch (failure) {
+    case backend_failure::none:
+      return "none";
+    case backend_failure::gone:
+      return "gone";
+    case backend_failure::timeout:
+      return "timeout";
+    case backend_failure::protocol:
+      return "protocol";
+  }
+  return "unknown";
+}
+
 backend_connection::backend_connection(net::tcp::socket socket, const timeouts_config& timeouts)
     : socket_(std::move(socket)), timeouts_(timeouts), io_(socket_, max_backend_line) {}
 
@@ -61,11 +75,15 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
 }
 
 net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::string_view line) {
+  if (out_of_step()) {
+    fail(backend_failure::protocol);
+    co_return std::nullopt;
+  }
   io_.queue(line);
   io_.queue("\r\n");
   const bool sent = co_await io_.flush(timeouts_.backend_reply);
   if (!sent) {
-    abort();
+    fail(backend_failure::gone);
     co_return std::nullopt;
   }
   auto answer = co_await read_reply(timeouts_.backend_reply);
@@ -73,10 +91,14 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::stri
 }
 
 net::awaitable<bool> backend_connection::write(std::string_view bytes) {
+  if (out_of_step()) {
+    fail(backend_failure::protocol);
+    co_return false;
+  }
   io_.queue(bytes);
   const bool sent = co_await io_.flush(timeouts_.data_block);
   if (sent) co_return true;
-  abort();
+  fail(backend_failure::gone);
   co_return false;
 }
 
@@ -85,6 +107,10 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::d
   smtp::framed_line line;
   for (;;) {
     const auto status = co_await io_.read_line(line, limit);
+    if (status == net::read_status::closed || status == net::read_status::timeout) {
+      fail(status == net::read_status::closed ? backend_failure::gone : backend_failure::timeout);
+      co_return std::nullopt;
+    }
     if (status != net::read_status::line || line.bare_lf || line.has_bare_cr || line.has_nul) break;
     switch (parser.feed(line.text)) {
       case smtp::reply_parser::status::need_more:
@@ -96,13 +122,24 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::d
     }
     break;
   }
-  abort();
+  fail(backend_failure::protocol);
   co_return std::nullopt;
 }
 
 net::awaitable<void> backend_connection::quit() {
   if (!is_open()) co_return;
   co_await command("QUIT");
+  abort();
+}
+
+bool backend_connection::out_of_step() {
+  if (io_.framer().has_buffered()) return true;
+  asio::error_code error;
+  return socket_.is_open() && socket_.available(error) > 0;
+}
+
+void backend_connection::fail(backend_failure why) noexcept {
+  failure_ = why;
   abort();
 }
 

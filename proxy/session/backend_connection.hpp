@@ -13,6 +13,16 @@
 
 namespace smtpguard::session {
 
+/// Why the last backend operation failed.
+enum class backend_failure {
+  none,
+  gone,      ///< closed or reset by the backend, or a write failed
+  timeout,   ///< no reply (or no write progress) in time
+  protocol,  ///< a malformed reply, or bytes nobody asked for: out of step
+};
+
+std::string_view to_string(backend_failure failure) noexcept;
+
 class backend_connection {
  public:
   backend_connection(net::tcp::socket socket, const timeouts_config& timeouts);
@@ -24,9 +34,14 @@ class backend_connection {
                                                                   std::string& failed_stage);
 
   /// Sends one command line (CRLF added) and reads its reply; nullopt if the
-  /// backend is gone, too slow, or breaks the protocol (the connection is then closed).
+  /// backend is gone, too slow, or breaks the protocol (the connection is then
+  /// closed and failure() says why). A backend that sent anything before the
+  /// command (an unsolicited reply, or one too many for the last command) is
+  /// out of step: the command is not sent, since its reply could not be told
+  /// from the stray one.
   net::awaitable<std::optional<smtp::reply>> command(std::string_view line);
-  /// Raw bytes (message content). False if the backend is gone.
+  /// Raw bytes (message content). False if the backend is gone or spoke
+  /// unasked (it then never gets the rest, so never the final dot).
   net::awaitable<bool> write(std::string_view bytes);
   /// One reply, waiting at most `limit`.
   net::awaitable<std::optional<smtp::reply>> read_reply(net::duration limit);
@@ -36,6 +51,7 @@ class backend_connection {
   void abort() noexcept;
 
   bool is_open() const noexcept { return socket_.is_open(); }
+  backend_failure failure() const noexcept { return failure_; }
   const smtp::capabilities& capabilities() const noexcept { return capabilities_; }
 
   backend_connection(const backend_connection&) = delete;
@@ -46,6 +62,10 @@ class backend_connection {
   const timeouts_config& timeouts_;
   net::line_io<net::tcp::socket> io_;
   smtp::capabilities capabilities_;
+  backend_failure failure_ = backend_failure::none;
+
+  bool out_of_step();
+  void fail(backend_failure why) noexcept;
 };
 
 }  // namespace smtpguard::session

@@ -599,12 +599,16 @@ class client_session {
 
   template <typename Stream>
   void backend_lost(net::line_io<Stream>& io) {
+    const backend_failure why = backend_ ? backend_->failure() : backend_failure::gone;
     rt_.stats->backend_error("transaction");
-    log::event("backend_lost").add("session", id_).add("backend", settings_.backend.address.text);
+    log::event("backend_lost")
+        .add("session", id_)
+        .add("backend", settings_.backend.address.text)
+        .add("reason", to_string(why));
     backend_.reset();
     state_.in_transaction = false;
     state_.recipients = 0;
-    io.queue(replies::backend_failed);
+    io.queue(why == backend_failure::protocol ? replies::backend_bad_reply : replies::backend_failed);
   }
 
   template <typename Stream>
@@ -650,6 +654,7 @@ class client_session {
     const int code = co_await relay_command(io, line);
     if (code / 100 == 2) {
       state_.in_transaction = true;
+      state_.smtputf8 = has_parameter(*path, "SMTPUTF8");
       state_.recipients = 0;
       sender_ = path->mailbox;
       last_recipient_.clear();
@@ -661,6 +666,10 @@ class client_session {
     auto path = smtp::parse_rcpt_to(cmd.argument);
     if (!path) {
       refuse(io, replies::rcpt_syntax, true);
+      co_return;
+    }
+    if (path->has_8bit && !state_.smtputf8) {
+      io.queue(replies::utf8_needs_smtputf8);
       co_return;
     }
     if (!backend_ || !backend_->is_open()) {

@@ -30,6 +30,13 @@ inline std::string to_lower(std::string_view s) {
   return out;
 }
 
+constexpr bool has_8bit(std::string_view s) noexcept {
+  for (const char c : s) {
+    if (static_cast<unsigned char>(c) >= 0x80) return true;
+  }
+  return false;
+}
+
 /// Well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates, at most U+10FFFF.
 bool is_valid_utf8(std::string_view s) noexcept;
 

@@ -1,5 +1,6 @@
 #include "smtp/dialogue.hpp"
 
+#include "smtp/chars.hpp"
 #include "smtp/replies.hpp"
 
 namespace smtpguard::smtp {
@@ -37,6 +38,12 @@ dialogue_state after_starttls() {
 
 decision decide(const dialogue_state& state, const dialogue_policy& policy, const command& cmd) {
   const bool has_argument = !cmd.argument.empty();
+  // RFC 6531: octets above 127 belong only in MAIL and RCPT mailboxes, and
+  // only with SMTPUTF8; the session checks those once the path is parsed.
+  const bool path_command = cmd.name == verb::mail || cmd.name == verb::rcpt;
+  if (!path_command && (has_8bit(cmd.keyword) || has_8bit(cmd.argument))) {
+    return refuse(replies::bad_characters, true);
+  }
   switch (cmd.name) {
     case verb::ehlo:
     case verb::helo:

@@ -29,6 +29,7 @@ struct dialogue_state {
   bool authenticated = false;
   std::string user;
   bool in_transaction = false;  ///< MAIL accepted by the backend
+  bool smtputf8 = false;        ///< that MAIL carried SMTPUTF8 (RFC 6531)
   int recipients = 0;           ///< RCPTs accepted by the backend
 };
 

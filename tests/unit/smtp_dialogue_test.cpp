@@ -196,6 +196,21 @@ TEST(smtp_dialogue, data) {
   EXPECT_EQ(decide(transaction(0), submission(), parse_command("DATA")).reply, replies::no_valid_recipients);
 }
 
+TEST(smtp_dialogue, eight_bit_octets_only_in_paths) {
+  check({
+      {"ehlo", fresh(), submission(), "EHLO h\xc3\xa9.example", effect::reply, "500 5.5.2", true},
+      {"noop", authenticated(), submission(), "NOOP \xff", effect::reply, "500 5.5.2", true},
+      {"verb", authenticated(), submission(), "N\xc3\x96OP", effect::reply, "500 5.5.2", true},
+      {"auth", secure(), submission(), "AUTH PLAIN \xe9", effect::reply, "500 5.5.2", true},
+      {"starttls", greeted(), submission(), "STARTTLS \xe9", effect::reply, "500 5.5.2", true},
+      {"quit", greeted(), submission(), "QUIT \xe9", effect::reply, "500 5.5.2", true},
+      // MAIL and RCPT paths are judged by the session once parsed (SMTPUTF8).
+      {"mail", authenticated(), submission(), "MAIL FROM:<j\xc3\xb6rg@b.c> SMTPUTF8", effect::mail, "", false},
+      {"rcpt", transaction(0), submission(), "RCPT TO:<j\xc3\xb6rg@b.c>", effect::rcpt, "", false},
+  });
+  EXPECT_EQ(decide(greeted(), submission(), parse_command("HELP \xe9")).reply, replies::bad_characters);
+}
+
 TEST(smtp_dialogue, other_verbs) {
   check({
       {"rset", fresh(), submission(), "RSET", effect::rset, "", false},
