@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 import harness
+from wire_backend import WireBackend
 from postfix_instance import PostfixInstance, postfix_available
 
 
@@ -115,6 +116,25 @@ def recorder(recorder_process, request):
     yield view
     if _test_failed(request):
         harness.eprint(recorder_process.diagnostics())
+
+
+@pytest.fixture
+def wire_backend(request):
+    """wire_backend(script=None, close_in_data=None) starts a scripted,
+    byte-logging backend (see wire_backend.py); all are stopped at teardown."""
+    started = []
+
+    def start(script=None, close_in_data=None):
+        backend = WireBackend(script, close_in_data).start()
+        started.append(backend)
+        return backend
+
+    yield start
+    if _test_failed(request):
+        for backend in started:
+            harness.eprint(f"=== wire backend {backend.address}: {backend.sessions()!r}")
+    for backend in started:
+        backend.stop()
 
 
 @pytest.fixture(scope="module")
