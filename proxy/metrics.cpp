@@ -11,6 +11,13 @@ namespace {
 
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+std::string reply_class(char first_digit) {
+  if (first_digit < '2' || first_digit > '5') return "other";
+  return std::string(1, first_digit) + "xx";
+}
 
 std::string label(std::string_view value) { return value.empty() ? std::string("none") : std::string(value); }
 
@@ -108,7 +115,46 @@ metrics::metrics()
                        .Name("smtpguard_config_last_reload_success_timestamp_seconds")
                        .Help("Unix time of the last successful load of certificates and users")
                        .Register(*registry_)
-                       .Add({})) {
+                       .Add({})),
+      client_certificates_(BuildCounter()
+                               .Name("smtpguard_client_certificates_total")
+                               .Help("Client certificate checks in TLS handshakes that asked for one, by result")
+                               .Register(*registry_)),
+      replies_(BuildCounter()
+                   .Name("smtpguard_smtp_replies_total")
+                   .Help("Replies sent to clients, by the command answered and reply class")
+                   .Register(*registry_)),
+      rejections_(BuildCounter()
+                      .Name("smtpguard_rejections_total")
+                      .Help("Commands and messages refused by smtpguard's own policy, by reason")
+                      .Register(*registry_)),
+      backend_replies_(BuildCounter()
+                           .Name("smtpguard_backend_replies_total")
+                           .Help("Replies read from the backend in client sessions, by class")
+                           .Register(*registry_)),
+      message_size_(BuildHistogram()
+                        .Name("smtpguard_message_size_bytes")
+                        .Help("Size of messages received from clients, in octets")
+                        .Register(*registry_)
+                        .Add({}, Histogram::BucketBoundaries{1024, 4096, 16384, 65536, 262144, 1048576,
+                                                             4194304, 16777216, 67108864})),
+      session_duration_(BuildHistogram()
+                            .Name("smtpguard_session_duration_seconds")
+                            .Help("Client session lifetime, from accept to close")
+                            .Register(*registry_)
+                            .Add({}, Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                                 60, 300, 1800})),
+      backend_connect_(BuildHistogram()
+                           .Name("smtpguard_backend_connect_duration_seconds")
+                           .Help("Time to connect to the backend and complete its greeting and EHLO")
+                           .Register(*registry_)
+                           .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                0.25, 0.5, 1, 2.5, 5, 10})),
+      certificate_not_after_(BuildGauge()
+                                 .Name("smtpguard_certificate_not_after_timestamp_seconds")
+                                 .Help("Unix time a certificate expires: each served certificate, and the "
+                                       "earliest in the client CA bundle")
+                                 .Register(*registry_)) {
   last_reload_.SetToCurrentTime();
   BuildGauge()
       .Name("smtpguard_build_info")
@@ -163,6 +209,7 @@ void metrics::auth_attempt(std::string_view mechanism, std::string_view result) 
 
 void metrics::message(std::string_view result, std::uint64_t bytes, int recipients) {
   messages_.Add({{"result", label(result)}}).Increment();
+  message_size_.Observe(static_cast<double>(bytes));
   if (result == "accepted") {
     message_bytes_.Add({}).Increment(static_cast<double>(bytes));
     recipients_.Add({}).Increment(recipients);
@@ -176,6 +223,38 @@ void metrics::reload(std::string_view result) {
 
 void metrics::backend_error(std::string_view stage) {
   backend_errors_.Add({{"stage", label(stage)}}).Increment();
+}
+
+void metrics::session_ended(double seconds) {
+  sessions_active_.Decrement();
+  session_duration_.Observe(seconds);
+}
+
+void metrics::client_certificate(std::string_view result) {
+  client_certificates_.Add({{"result", label(result)}}).Increment();
+}
+
+void metrics::reply(std::string_view command, char first_digit) {
+  replies_.Add({{"command", label(command)}, {"class", reply_class(first_digit)}}).Increment();
+}
+
+void metrics::rejection(std::string_view reason) { rejections_.Add({{"reason", label(reason)}}).Increment(); }
+
+void metrics::backend_connected(double seconds) { backend_connect_.Observe(seconds); }
+
+void metrics::backend_reply(char first_digit) {
+  backend_replies_.Add({{"class", reply_class(first_digit)}}).Increment();
+}
+
+void metrics::certificates(const std::vector<tls::certificate_dates>& dates) {
+  std::lock_guard lock(certificates_mutex_);
+  for (auto* gauge : certificate_gauges_) certificate_not_after_.Remove(gauge);
+  certificate_gauges_.clear();
+  for (const auto& d : dates) {
+    auto& gauge = certificate_not_after_.Add({{"role", d.role}, {"file", d.file}});
+    gauge.Set(static_cast<double>(d.not_after));
+    certificate_gauges_.push_back(&gauge);
+  }
 }
 
 }  // namespace smtpguard

@@ -5,12 +5,17 @@
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "tls/certificate_dates.hpp"
 
 namespace prometheus {
 class Exposer;
@@ -42,16 +47,29 @@ class metrics {
   /// scope: "ip" or "user": an AUTH refused with 454 without checking credentials.
   void auth_lockout(std::string_view scope);
   void session_started() { sessions_active_.Increment(); }
-  void session_ended() { sessions_active_.Decrement(); }
+  void session_ended(double seconds);
   /// result: "success" or a failure reason ("timeout", "error", "closed").
   void tls_handshake(std::string_view listener, std::string_view version, std::string_view cipher,
                      std::string_view result);
+  /// result: "verified", or why a certificate was refused ("expired", "revoked",
+  /// "unknown_ca", "missing", ...), from tls::verification_failure.
+  void client_certificate(std::string_view result);
   /// result: "success", "failure", "cancelled", "malformed".
   void auth_attempt(std::string_view mechanism, std::string_view result);
-  /// result: "accepted", "rejected" (by the backend or by policy), "failed" (backend trouble).
+  /// One reply smtpguard sent to a client, by the command it answered
+  /// ("greeting", "ehlo", "mail", ..., "other") and its first digit.
+  void reply(std::string_view command, char first_digit);
+  /// A refusal by policy: "relay_denied", "sender_mismatch", "message_size", ...
+  void rejection(std::string_view reason);
+  /// result: "accepted", "rejected" (by the backend or by policy), "deferred", "failed" (backend trouble).
   void message(std::string_view result, std::uint64_t bytes, int recipients);
-  /// stage: "connect", "greeting", "ehlo", "data"...
+  /// stage: "connect", "greeting", "ehlo", "transaction".
   void backend_error(std::string_view stage);
+  void backend_connected(double seconds);
+  /// One reply read from the backend, by its first digit.
+  void backend_reply(char first_digit);
+  /// Replaces the certificate expiry gauges.
+  void certificates(const std::vector<tls::certificate_dates>& dates);
   void backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
   /// result: "success" or "failure".
   void reload(std::string_view result);
@@ -74,6 +92,16 @@ class metrics {
   prometheus::Gauge& backend_up_;
   prometheus::Family<prometheus::Counter>& reloads_;
   prometheus::Gauge& last_reload_;
+  prometheus::Family<prometheus::Counter>& client_certificates_;
+  prometheus::Family<prometheus::Counter>& replies_;
+  prometheus::Family<prometheus::Counter>& rejections_;
+  prometheus::Family<prometheus::Counter>& backend_replies_;
+  prometheus::Histogram& message_size_;
+  prometheus::Histogram& session_duration_;
+  prometheus::Histogram& backend_connect_;
+  prometheus::Family<prometheus::Gauge>& certificate_not_after_;
+  std::mutex certificates_mutex_;
+  std::vector<prometheus::Gauge*> certificate_gauges_;
 };
 
 }  // namespace smtpguard

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <ctime>
+#include <mutex>
 #include <list>
 #include <thread>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "auth/user_db.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
+#include "tls/certificate_dates.hpp"
 #include "net/listener.hpp"
 #include "reload.hpp"
 #include "session/backend_monitor.hpp"
@@ -83,10 +86,17 @@ int run_server(std::shared_ptr<const config> settings) {
   metrics stats;
   session::credential_verifier verifier(settings->auth.verifier_threads);
   session::backend_monitor backend(settings->backend, settings->timeouts, stats);
+  // The served certificates' dates, as last loaded, for /readyz.
+  std::mutex dates_mutex;
+  std::vector<tls::certificate_dates> dates = tls::configured_certificate_dates(settings->tls);
+  stats.certificates(dates);
   if (settings->metrics.address) {
-    stats.expose(settings->metrics.address->text, [&backend] {
-      return backend.up() ? metrics::readiness{true, "ready"}
-                          : metrics::readiness{false, "backend not answering EHLO"};
+    stats.expose(settings->metrics.address->text, [&backend, &dates_mutex, &dates] {
+      if (!backend.up()) return metrics::readiness{false, "backend not answering EHLO"};
+      std::lock_guard lock(dates_mutex);
+      if (auto invalid = tls::invalid_served_certificate(dates, std::time(nullptr)))
+        return metrics::readiness{false, "certificate " + *invalid};
+      return metrics::readiness{true, "ready"};
     });
   }
 
@@ -105,6 +115,12 @@ int run_server(std::shared_ptr<const config> settings) {
       auto tls = load_tls(*settings);
       auto users = load_users(*settings);
       live.replace(std::move(tls), std::move(users));
+      auto loaded = tls::configured_certificate_dates(settings->tls);
+      stats.certificates(loaded);
+      {
+        std::lock_guard lock(dates_mutex);
+        dates = std::move(loaded);
+      }
       stats.reload("success");
       log::event("reload").add("trigger", trigger).add("result", "success");
     } catch (const std::exception& e) {

@@ -16,6 +16,15 @@ namespace smtpguard::net {
 
 enum class read_status { line, too_long, closed, timeout };
 
+/// Sees each reply as it is queued (whole replies are queued in one call).
+class reply_observer {
+ public:
+  virtual void on_reply(std::string_view reply) = 0;
+
+ protected:
+  ~reply_observer() = default;
+};
+
 template <typename Stream>
 class line_io {
  public:
@@ -25,7 +34,11 @@ class line_io {
   smtp::line_framer& framer() noexcept { return framer_; }
 
   /// Appends bytes to the write buffer.
-  void queue(std::string_view bytes) { output_ += bytes; }
+  void queue(std::string_view bytes) {
+    if (observer_ != nullptr && !bytes.empty()) observer_->on_reply(bytes);
+    output_ += bytes;
+  }
+  void observe_replies(reply_observer* observer) noexcept { observer_ = observer; }
   bool has_output() const noexcept { return !output_.empty(); }
 
   /// Writes everything queued. False if the peer is gone or too slow.
@@ -75,6 +88,7 @@ class line_io {
   Stream& stream_;
   smtp::line_framer framer_;
   std::string output_;
+  reply_observer* observer_ = nullptr;
   std::array<char, 16384> input_{};
 };
 

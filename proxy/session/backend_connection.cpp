@@ -32,7 +32,8 @@ backend_connection::backend_connection(net::tcp::socket socket, const timeouts_c
 
 net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const backend_config& backend,
                                                                              const timeouts_config& timeouts,
-                                                                             std::string& failed_stage) {
+                                                                             std::string& failed_stage,
+                                                                             metrics* stats) {
   auto executor = co_await asio::this_coro::executor;
   failed_stage = "connect";
   net::tcp::resolver resolver(executor);
@@ -47,6 +48,7 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
   socket.set_option(net::tcp::no_delay(true));
 
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
+  connection->stats_ = stats;
   failed_stage = "greeting";
   auto greeting = co_await connection->read_reply(timeouts.backend_reply);
   if (!greeting || greeting->code != 220) {
@@ -115,8 +117,11 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::d
     switch (parser.feed(line.text)) {
       case smtp::reply_parser::status::need_more:
         continue;
-      case smtp::reply_parser::status::done:
-        co_return parser.take();
+      case smtp::reply_parser::status::done: {
+        smtp::reply answer = parser.take();
+        if (stats_ != nullptr) stats_->backend_reply(static_cast<char>('0' + answer.code / 100));
+        co_return answer;
+      }
       case smtp::reply_parser::status::bad:
         break;
     }

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "config.hpp"
+#include "metrics.hpp"
 #include "net/line_io.hpp"
 #include "smtp/capabilities.hpp"
 #include "smtp/reply.hpp"
@@ -28,10 +29,12 @@ class backend_connection {
   backend_connection(net::tcp::socket socket, const timeouts_config& timeouts);
 
   /// Connects and greets. On failure returns null and sets `failed_stage`
-  /// ("connect", "greeting", "ehlo") for logs and metrics.
+  /// ("connect", "greeting", "ehlo") for logs and metrics. With `stats`,
+  /// every reply read is counted.
   static net::awaitable<std::unique_ptr<backend_connection>> open(const backend_config& backend,
                                                                   const timeouts_config& timeouts,
-                                                                  std::string& failed_stage);
+                                                                  std::string& failed_stage,
+                                                                  metrics* stats = nullptr);
 
   /// Sends one command line (CRLF added) and reads its reply; nullopt if the
   /// backend is gone, too slow, or breaks the protocol (the connection is then
@@ -63,6 +66,7 @@ class backend_connection {
   net::line_io<net::tcp::socket> io_;
   smtp::capabilities capabilities_;
   backend_failure failure_ = backend_failure::none;
+  metrics* stats_ = nullptr;
 
   bool out_of_step();
   void fail(backend_failure why) noexcept;

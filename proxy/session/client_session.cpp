@@ -99,7 +99,48 @@ std::string_view scope_name(auth::lockout_scope scope) {
   return scope == auth::lockout_scope::ip ? "ip" : "user";
 }
 
-class client_session {
+// The command a reply answers, for the replies metric.
+std::string_view command_label(smtp::verb name) {
+  switch (name) {
+    case smtp::verb::ehlo:
+      return "ehlo";
+    case smtp::verb::helo:
+      return "helo";
+    case smtp::verb::starttls:
+      return "starttls";
+    case smtp::verb::auth:
+      return "auth";
+    case smtp::verb::mail:
+      return "mail";
+    case smtp::verb::rcpt:
+      return "rcpt";
+    case smtp::verb::data:
+      return "data";
+    case smtp::verb::rset:
+      return "rset";
+    case smtp::verb::noop:
+      return "noop";
+    case smtp::verb::quit:
+      return "quit";
+    default:
+      return "other";
+  }
+}
+
+// tls::verification_failure's reasons as bounded metric labels.
+std::string_view certificate_result(std::string_view reason) {
+  if (reason == "expired") return "expired";
+  if (reason == "not yet valid") return "not_yet_valid";
+  if (reason == "unknown CA") return "unknown_ca";
+  if (reason == "revoked") return "revoked";
+  if (reason == "none presented") return "missing";
+  if (reason == "bad signature") return "bad_signature";
+  if (reason == "chain too long") return "chain_too_long";
+  if (reason == "unusable") return "unusable";
+  return "invalid";
+}
+
+class client_session final : public net::reply_observer {
  public:
   client_session(const listener_config& listener, runtime rt, std::string peer_ip, std::uint16_t peer_port,
                  std::string client_key, auth::lockout_table& lockouts)
@@ -159,6 +200,7 @@ class client_session {
       if (!certificate) reason = done ? std::get<0>(*done).message() : "timeout";
       rt_.stats->tls_handshake(listener_.name, "", "",
                                certificate ? "client_certificate" : done ? "error" : "timeout");
+      if (certificate) rt_.stats->client_certificate(certificate_result(reason));
       log::event("tls_failed").add("session", id_).add("client", peer_ip_).add("reason", reason);
       co_return false;
     }
@@ -166,6 +208,8 @@ class client_session {
     state_.tls = true;
     rt_.stats->tls_handshake(listener_.name, tls_.version, tls_.cipher, "success");
     peer_ = tls::inspect_peer(stream.native_handle());
+    if (client_certificates_ != client_cert_mode::none)
+      rt_.stats->client_certificate(!peer_.presented ? "missing" : peer_.verified ? "verified" : "unverified");
     if (peer_.presented && peer_.verified) {
       if (const auto* owner = rt_.users->find_by_certificate(peer_.sha256, peer_.emails, peer_.common_name)) {
         certificate_user_ = owner->name;
@@ -200,6 +244,8 @@ class client_session {
   template <typename Stream>
   net::awaitable<outcome> serve(Stream& stream) {
     net::line_io<Stream> io(stream, std::max(settings_.limits.max_command_line, max_auth_line));
+    io.observe_replies(this);
+    command_label_ = "greeting";
     if (!greeting_sent_) {
       greeting_sent_ = true;
       // RFC 5321 4.3.1: a client must wait for the 220; bulk senders that
@@ -223,6 +269,7 @@ class client_session {
     for (;;) {
       smtp::framed_line line;
       const auto status = co_await read_command(io, line);
+      command_label_ = "other";
       if (status == net::read_status::timeout) {
         const outcome ended = co_await last_words(io, replies::timeout);
         co_return ended;
@@ -243,6 +290,7 @@ class client_session {
         continue;
       }
       const smtp::command cmd = smtp::parse_command(line.text);
+      command_label_ = command_label(cmd.name);
       if (cmd.name != smtp::verb::auth && line.text.size() + 2 > settings_.limits.max_command_line) {
         if (!refuse(io, replies::line_too_long, true)) {
           const outcome ended = co_await close_with(io);
@@ -549,7 +597,7 @@ class client_session {
     if (backend_ && backend_->is_open()) co_return true;
     std::string failed_stage;
     const auto started = std::chrono::steady_clock::now();
-    backend_ = co_await backend_connection::open(settings_.backend, settings_.timeouts, failed_stage);
+    backend_ = co_await backend_connection::open(settings_.backend, settings_.timeouts, failed_stage, rt_.stats);
     if (!backend_) {
       rt_.stats->backend_error(failed_stage);
       log::event("backend_failed")
@@ -561,6 +609,7 @@ class client_session {
     rt_.backend->update(backend_->capabilities());
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    rt_.stats->backend_connected(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     log::event("backend")
         .add("session", id_)
         .add("backend", settings_.backend.address.text)
@@ -868,8 +917,15 @@ class client_session {
     co_return outcome::next;
   }
 
+  void on_reply(std::string_view reply) override {
+    rt_.stats->reply(command_label_, reply.front());
+    const std::string_view reason = replies::rejection_reason(reply);
+    if (!reason.empty()) rt_.stats->rejection(reason);
+  }
+
   const listener_config& listener_;
   runtime rt_;
+  std::string_view command_label_ = "greeting";
   const config& settings_;
   std::string id_;
   std::string peer_ip_;
@@ -899,6 +955,7 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
   auto* stats = rt.stats;
   stats->connection_accepted(listener.name);
   bool admitted = false;
+  steady_clock::time_point started;
   try {
     asio::error_code ignored;
     const auto peer = socket.remote_endpoint(ignored);
@@ -938,6 +995,7 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
       co_return;
     }
     admitted = true;
+    started = steady_clock::now();
     stats->session_started();
     client_session session(listener, std::move(rt), peer.address().to_string(), peer.port(), std::move(key),
                            guards.lockouts);
@@ -945,7 +1003,7 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());
   }
-  if (admitted) stats->session_ended();
+  if (admitted) stats->session_ended(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
 }  // namespace smtpguard::session

@@ -85,4 +85,42 @@ inline constexpr std::string_view talked_before_greeting =
 inline constexpr std::string_view data_too_slow = "421 4.4.2 Data transfer too slow, closing connection\r\n";
 inline constexpr std::string_view shutting_down = "421 4.3.2 Service shutting down, closing connection\r\n";
 
+/// Why smtpguard's own policy refused something, for the rejections metric:
+/// `reply` is one of the constants above; empty for anything else (including
+/// every reply relayed from the backend).
+constexpr std::string_view rejection_reason(std::string_view reply) noexcept {
+  struct entry {
+    std::string_view reply;
+    std::string_view reason;
+  };
+  constexpr entry table[] = {
+      {auth_required, "relay_denied"},
+      {must_starttls, "tls_required"},
+      {auth_needs_encryption, "tls_required"},
+      {sender_not_owned, "sender_mismatch"},
+      {message_too_big, "message_size"},
+      {too_many_recipients, "recipients"},
+      {data_too_slow, "rate_limit"},
+      {bare_line_ending, "smuggling"},
+      {line_too_long, "line_too_long"},
+      {auth_line_too_long, "line_too_long"},
+      {bad_characters, "bad_characters"},
+      {utf8_needs_smtputf8, "smtputf8_required"},
+      {unrecognized, "bad_command"},
+      {not_implemented, "bad_command"},
+      {syntax_error_arguments, "bad_command"},
+      {helo_needs_domain, "bad_command"},
+      {mail_syntax, "bad_command"},
+      {rcpt_syntax, "bad_command"},
+      {parameter_unsupported, "bad_command"},
+      {too_many_errors, "error_limit"},
+      {auth_too_many_failures, "auth_failures"},
+      {talked_before_greeting, "pregreet"},
+  };
+  for (const auto& e : table) {
+    if (e.reply == reply) return e.reason;
+  }
+  return {};
+}
+
 }  // namespace smtpguard::smtp::replies

@@ -6,6 +6,8 @@
 #pragma GCC system_header
 
 #include <openssl/base.h>
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
 #include <openssl/bytestring.h>
 #include <openssl/ec.h>
 #include <openssl/ec_key.h>
@@ -13,6 +15,7 @@
 #include <openssl/evp.h>
 #include <openssl/nid.h>
 #include <openssl/obj.h>
+#include <openssl/pem.h>
 #include <openssl/pool.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>

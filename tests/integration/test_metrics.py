@@ -1,5 +1,7 @@
 """Prometheus metrics and health endpoints on the metrics port."""
 
+import os
+import ssl
 import time
 
 from harness import ALICE, metric_value, smtplib_auth, wait_until
@@ -12,6 +14,17 @@ EXPECTED_DELTAS = {
     ("smtpguard_tls_handshakes_total", ()): 4,
     ("smtpguard_auth_attempts_total", (("mechanism", "PLAIN"), ("result", "success"))): 3,
     ("smtpguard_messages_total", (("result", "accepted"),)): 5,
+    ("smtpguard_smtp_replies_total", (("command", "mail"), ("class", "2xx"))): 5,
+    ("smtpguard_smtp_replies_total", (("command", "rcpt"), ("class", "2xx"))): 5,
+    ("smtpguard_smtp_replies_total", (("command", "data"), ("class", "3xx"))): 5,
+    ("smtpguard_smtp_replies_total", (("command", "data"), ("class", "2xx"))): 5,
+    ("smtpguard_smtp_replies_total", (("command", "auth"), ("class", "2xx"))): 4,
+    ("smtpguard_smtp_replies_total", (("command", "auth"), ("class", "3xx"))): 2,  # LOGIN's two 334s
+    ("smtpguard_smtp_replies_total", (("command", "starttls"), ("class", "2xx"))): 1,
+    ("smtpguard_backend_replies_total", (("class", "3xx"),)): 5,  # 354 to DATA
+    ("smtpguard_message_size_bytes_count", ()): 5,
+    ("smtpguard_session_duration_seconds_count", ()): 4,
+    ("smtpguard_backend_connect_duration_seconds_count", ()): 4,
 }
 
 
@@ -87,3 +100,54 @@ def test_healthz_and_readyz(smtpguard):
     # The backend (recording server) is up, so smtpguard becomes ready.
     ready = wait_until(lambda: smtpguard.http_get("/readyz")[0] == 200, timeout=10, interval=0.2)
     assert ready, f"/readyz did not return 200 within 10s: {smtpguard.http_get('/readyz')}"
+
+
+def test_rejections_by_reason(smtpguard, recorder):
+    def rejected(reason):
+        return metric_value(smtpguard.metrics(), "smtpguard_rejections_total", reason=reason) or 0
+
+    before = {r: rejected(r) for r in ("relay_denied", "sender_mismatch", "bad_characters")}
+    with smtpguard.wire_implicit() as w:
+        assert w.cmd("MAIL FROM:<alice@example.test>").code == 530
+        assert w.cmd(b"NOOP \xff").code == 500
+        w.login("bob")
+        assert w.cmd("MAIL FROM:<alice@example.test>").code == 553
+        w.quit()
+    for reason in before:
+        assert rejected(reason) - before[reason] == 1, \
+            f"smtpguard_rejections_total{{reason={reason!r}}} went from {before[reason]} to {rejected(reason)}"
+
+
+def test_client_certificate_results(smtpguard_factory, certs):
+    guard = smtpguard_factory(config={"tls": {"client_certificates": {
+        "mode": "optional", "ca": os.path.join(certs, "ca.pem")}}})
+    samples = guard.metrics()
+    before = metric_value(samples, "smtpguard_client_certificates_total", result="missing") or 0
+    with guard.wire_implicit() as w:
+        w.quit()
+    assert wait_until(lambda: (metric_value(guard.metrics(), "smtpguard_client_certificates_total",
+                                            result="missing") or 0) == before + 1, timeout=5)
+
+
+def test_certificate_expiry_gauge_and_readyz(smtpguard_factory, certs):
+    """An expired served certificate shows in the expiry gauge and makes
+    /readyz fail while /healthz still answers."""
+    expired = os.path.join(certs, "client-expired.pem")
+    guard = smtpguard_factory(config={"tls": {"certificates": [
+        {"cert": expired, "key": os.path.join(certs, "client-expired.key"), "names": ["mail.example.test"]}]}})
+    not_after = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(expired)["notAfter"])
+    samples = guard.metrics()
+    assert metric_value(samples, "smtpguard_certificate_not_after_timestamp_seconds",
+                        role="server", file=expired) == not_after, \
+        [s for s in samples if s[0] == "smtpguard_certificate_not_after_timestamp_seconds"]
+    assert guard.http_get("/healthz")[0] == 200
+    status, body = guard.http_get("/readyz")
+    assert status == 503 and "expired" in body, f"/readyz with an expired certificate: {status} {body!r}"
+
+
+def test_served_certificate_expiry_matches_the_file(smtpguard, certs):
+    path = os.path.join(certs, "server-ecdsa.pem")
+    want = ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(path)["notAfter"])
+    got = metric_value(smtpguard.metrics(), "smtpguard_certificate_not_after_timestamp_seconds",
+                       role="server", file=path)
+    assert got == want, f"expiry gauge {got}, certificate says {want}"

@@ -1,0 +1,30 @@
+#pragma once
+// Validity periods of the certificates an operator must renew in time: every
+// served leaf and the client-certificate CA bundle. They feed the expiry
+// gauges and /readyz.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+
+namespace smtpguard::tls {
+
+struct certificate_dates {
+  std::string role;  ///< "server" (a served leaf) or "client_ca" (the CA bundle)
+  std::string file;
+  std::int64_t not_before = 0;  ///< Unix seconds; for a bundle, the latest of its certificates
+  std::int64_t not_after = 0;   ///< Unix seconds; for a bundle, the earliest of its certificates
+};
+
+/// Reads the dates from the configured files. Files that cannot be read are
+/// left out: loading the TLS context reports those.
+std::vector<certificate_dates> configured_certificate_dates(const tls_config& config);
+
+/// The first served certificate that is not valid at `now` (Unix seconds), as
+/// "<file> expired" or "<file> not yet valid"; nullopt when all are.
+std::optional<std::string> invalid_served_certificate(const std::vector<certificate_dates>& dates,
+                                                      std::int64_t now);
+
+}  // namespace smtpguard::tls
