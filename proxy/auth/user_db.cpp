@@ -9,6 +9,8 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+#include <openssl/digest.h>
+#include <openssl/hmac.h>
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
@@ -64,6 +66,21 @@ std::string make_dummy_hash(const std::string* like) {
     if (!result.empty()) return result;
   }
   return hash_password(secret, hash_scheme::yescrypt);
+}
+
+// What makes two crypt(3) hashes cost the same: the scheme and its cost
+// parameters, i.e. the setting without the salt. "$y$j9T$salt$hash" ->
+// "$y$j9T$", "$6$rounds=9000$salt$hash" -> "$6$rounds=9000$"; bcrypt's salt
+// and hash share the last field ("$2b$12$<salt><hash>" -> "$2b$12$").
+std::string cost_class(const std::string& hash) {
+  const bool bcrypt = hash.size() > 2 && hash[0] == '$' && hash[1] == '2';
+  std::size_t end = hash.size();
+  for (int fields = bcrypt ? 1 : 2; fields > 0; --fields) {
+    const auto dollar = hash.rfind('$', end == 0 ? 0 : end - 1);
+    if (dollar == std::string::npos || dollar == 0) return hash;
+    end = dollar;
+  }
+  return hash.substr(0, end + 1);
 }
 
 std::string read_name(const json& value, const std::string& path) {
@@ -176,7 +193,7 @@ user_db user_db::parse(const json& document) {
   if (!users->is_array()) fail("users", "expected an array");
 
   user_db db;
-  const std::string* first_hash = nullptr;
+  std::vector<const std::string*> usable_hashes;
   for (std::size_t i = 0; i < users->size(); ++i) {
     const std::string path = "users[" + std::to_string(i) + "]";
     user_record user = read_user((*users)[i], path);
@@ -189,10 +206,28 @@ user_db user_db::parse(const json& document) {
              "already belongs to user \"" + owner->second + "\"");
     }
     const auto& stored = db.users_.emplace(name, std::move(user)).first->second;
-    if (first_hash == nullptr && !stored.password_hash.empty() && !is_locked(stored.password_hash))
-      first_hash = &stored.password_hash;
+    if (!stored.password_hash.empty() && !is_locked(stored.password_hash))
+      usable_hashes.push_back(&stored.password_hash);
   }
-  db.dummy_hash_ = make_dummy_hash(first_hash);
+  // One dummy per cost class; each real user stands for one share of the
+  // unknown names, so unknown names cost what real users cost, in the same
+  // proportions, even when users have hashes of different schemes.
+  std::vector<std::string> classes;
+  for (const std::string* hash : usable_hashes) {
+    const std::string key = cost_class(*hash);
+    auto known = std::find(classes.begin(), classes.end(), key);
+    if (known == classes.end()) {
+      classes.push_back(key);
+      db.dummy_hashes_.push_back(make_dummy_hash(hash));
+      known = classes.end() - 1;
+    }
+    db.dummy_for_user_.push_back(static_cast<std::size_t>(known - classes.begin()));
+  }
+  if (db.dummy_hashes_.empty()) {
+    db.dummy_hashes_.push_back(make_dummy_hash(nullptr));
+    db.dummy_for_user_.push_back(0);
+  }
+  if (!RAND_bytes(db.dummy_key_.data(), db.dummy_key_.size())) throw std::runtime_error("RAND_bytes failed");
   return db;
 }
 
@@ -246,8 +281,20 @@ bool user_db::verify_password(std::string_view user, std::string_view password) 
   // Always pay for one hash so that unknown, locked and password-less users
   // cannot be told apart from a wrong password by timing.
   const bool matches = verify_password_hash(password, usable ? std::string_view(record->password_hash)
-                                                             : std::string_view(dummy_hash_));
+                                                             : std::string_view(dummy_hash_for(user)));
   return usable && matches;
+}
+
+// The same unknown name always gets the same dummy (repeating a guess shows
+// nothing new), and which one is secret (a keyed hash of the name).
+const std::string& user_db::dummy_hash_for(std::string_view user) const {
+  std::uint8_t digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(), reinterpret_cast<const std::uint8_t*>(user.data()),
+       user.size(), digest, &length);
+  std::uint64_t pick = 0;
+  for (unsigned int i = 0; i < 8 && i < length; ++i) pick = (pick << 8) | digest[i];
+  return dummy_hashes_[dummy_for_user_[pick % dummy_for_user_.size()]];
 }
 
 bool user_db::verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const {

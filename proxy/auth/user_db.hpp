@@ -1,6 +1,8 @@
 #pragma once
 // The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders",
 // "client_certificates", "relay_by_certificate"}]}.
+#include <array>
+#include <cstdint>
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -38,7 +40,8 @@ class user_db {
   std::size_t size() const noexcept { return users_.size(); }
 
   /// Verifies a PLAIN/LOGIN password. Slow: call off the I/O threads. An
-  /// unknown user costs the same as a wrong password (a dummy hash is checked).
+  /// unknown user costs what a wrong password for a real user costs (a dummy
+  /// hash of one of the users' cost classes is checked).
   bool verify_password(std::string_view user, std::string_view password) const;
   /// Verifies a CRAM-MD5 digest (16 raw octets) in constant time.
   bool verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const;
@@ -51,8 +54,12 @@ class user_db {
   bool sender_allowed(std::string_view user, std::string_view address) const;
 
  private:
+  const std::string& dummy_hash_for(std::string_view user) const;
+
   std::unordered_map<std::string, user_record> users_;
-  std::string dummy_hash_;
+  std::vector<std::string> dummy_hashes_;    ///< one per cost class of the users' hashes
+  std::vector<std::size_t> dummy_for_user_;  ///< per user with a usable hash: its class's dummy
+  std::array<std::uint8_t, 32> dummy_key_{};
   // "sha256:...", "email:...", "cn:..." (normalised) -> user name.
   std::unordered_map<std::string, std::string> certificate_owners_;
 };
