@@ -233,3 +233,24 @@ delay_warning_time = 0h
 
     def queue_ids_in_log(self):
         return re.findall(r"postfix/\w+\[\d+\]: ([0-9A-F]{6,}): ", self.log())
+
+    # -- optional settings (additive; nothing above uses them) --------------
+    def postconf(self, **settings):
+        """Sets main.cf parameters (`postconf -e name=value`) and reloads a
+        running instance. start() rewrites main.cf, so call this after it."""
+        postconf = shutil.which("postconf") or "/usr/sbin/postconf"
+        cmd = [postconf, "-c", self.config_dir, "-e", *(f"{k}={v}" for k, v in settings.items())]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=self._env())
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        if self.started:
+            self._run("reload")
+
+    def queued_files(self):
+        """Queue files not yet delivered or discarded (maildrop, incoming,
+        active, deferred, hold): empty once Postfix has finished all mail."""
+        found = []
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for root, _dirs, files in os.walk(os.path.join(self.queue_dir, sub)):
+                found.extend(os.path.join(root, f) for f in files)
+        return found
