@@ -166,12 +166,13 @@ class client_session final : public net::reply_observer {
         .add("client", peer_ip_)
         .add("port", static_cast<int>(peer_port_))
         .add("listener", listener_.name);
+    const auto started = steady_clock::now();
     if (listener_.tls == tls_mode::implicit) {
       tls_stream stream(std::move(socket), *rt_.tls);
       co_await serve_tls(stream);
     } else {
-      auto result = co_await serve(socket);
-      if (result == outcome::start_tls) {
+      ended_ = co_await serve(socket);
+      if (ended_ == outcome::start_tls) {
         tls_stream stream(std::move(socket), *rt_.tls);
         // RFC 3207 section 4.2: forget everything learned before TLS.
         state_ = smtp::after_starttls();
@@ -179,11 +180,21 @@ class client_session final : public net::reply_observer {
       }
     }
     if (backend_) co_await backend_->quit();
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
+    // The session's summary: everything an operator greps for in one line.
     log::event("disconnect")
         .add("session", id_)
         .add("client", peer_ip_)
+        .add("port", static_cast<int>(peer_port_))
+        .add("listener", listener_.name)
+        .add("tls_version", tls_.version)
+        .add("tls_cipher", tls_.cipher)
+        .add("client_certificate", peer_.presented ? peer_.subject : std::string())
         .add("user", state_.user)
-        .add("messages", messages_);
+        .add("mechanism", mechanism_)
+        .add("messages", messages_)
+        .add("result", ended_ == outcome::quit ? "quit" : "closed")
+        .add("duration_ms", static_cast<std::int64_t>(elapsed.count()));
   }
 
  private:
@@ -217,6 +228,7 @@ class client_session final : public net::reply_observer {
         if (owner->relay_by_certificate) {
           state_.authenticated = true;
           state_.user = owner->name;
+          mechanism_ = "certificate";
         }
       }
     }
@@ -232,8 +244,12 @@ class client_session final : public net::reply_observer {
 
   net::awaitable<void> serve_tls(tls_stream& stream) {
     const bool secured = co_await handshake(stream);
-    if (!secured) co_return;
+    if (!secured) {
+      ended_ = outcome::closed;
+      co_return;
+    }
     const outcome result = co_await serve(stream);
+    ended_ = result;
     // After QUIT, say goodbye properly; otherwise the peer is already gone.
     if (result == outcome::quit)
       co_await net::with_timeout(stream.async_shutdown(net::as_result), seconds(2));
@@ -526,6 +542,7 @@ class client_session final : public net::reply_observer {
     if (valid) {
       state_.authenticated = true;
       state_.user = user;
+      mechanism_ = mechanism_label;
       rt_.stats->auth_attempt(mechanism_label, "success");
       log::event("auth")
           .add("session", id_)
@@ -794,6 +811,7 @@ class client_session final : public net::reply_observer {
   /// and 250 to the client only once the backend said 250.
   template <typename Stream>
   net::awaitable<outcome> transfer_message(net::line_io<Stream>& io) {
+    const auto transfer_started = steady_clock::now();
     const int recipients = state_.recipients;
     std::string to_backend = received_header();
     state_.in_transaction = false;
@@ -863,6 +881,7 @@ class client_session final : public net::reply_observer {
             .add("result", "aborted")
             .add("reason", too_slow ? "too_slow" : status == net::read_status::timeout ? "timeout" : "closed")
             .add("size", reframer.size());
+        rt_.stats->message("aborted", reframer.size(), recipients);
         if (too_slow) {
           const outcome ended = co_await last_words(io, replies::data_too_slow);
           co_return ended;
@@ -879,6 +898,7 @@ class client_session final : public net::reply_observer {
     std::string_view result = "failed";
     std::string_view reason = "backend";
     std::string backend_text;
+    std::string queue_id;
     if (reframer.error() != smtp::reframe_error::none) {
       // The backend holds a partial message; dropping the connection is the
       // only way to make sure it is never delivered.
@@ -899,6 +919,7 @@ class client_session final : public net::reply_observer {
         result = reply_class == 2 ? "accepted" : reply_class == 5 ? "rejected" : "deferred";
         reason = reply_class == 2 ? "" : "backend";
         if (!answer->lines.empty()) backend_text = answer->lines.front();
+        queue_id = smtp::queue_id(*answer);
         relay_reply(io, *answer);
         ++messages_;
       }
@@ -912,7 +933,11 @@ class client_session final : public net::reply_observer {
         .add("size", size)
         .add("result", result)
         .add("reason", reason)
-        .add("backend_reply", backend_text);
+        .add("queue_id", queue_id)
+        .add("backend_reply", backend_text)
+        .add("duration_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          steady_clock::now() - transfer_started)
+                                                          .count()));
     rt_.stats->message(result, size, recipients);
     co_return outcome::next;
   }
@@ -926,6 +951,8 @@ class client_session final : public net::reply_observer {
   const listener_config& listener_;
   runtime rt_;
   std::string_view command_label_ = "greeting";
+  std::string_view mechanism_;  ///< how the user authenticated: a SASL mechanism or "certificate"
+  outcome ended_ = outcome::closed;
   const config& settings_;
   std::string id_;
   std::string peer_ip_;

@@ -7,6 +7,33 @@ namespace {
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+bool is_id_char(char c) {
+  return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '.' || c == '-' || c == '_';
+}
+
+// The id-like token starting at `pos`, or empty.
+std::string_view id_at(std::string_view text, std::size_t pos) {
+  std::size_t end = pos;
+  while (end < text.size() && is_id_char(text[end])) ++end;
+  const std::string_view token = text.substr(pos, end - pos);
+  return token.size() <= 64 ? token : std::string_view{};
+}
+
+// The token after `marker` (case-insensitive), or empty.
+std::string_view id_after(std::string_view text, std::string_view marker) {
+  for (std::size_t i = 0; i + marker.size() <= text.size(); ++i) {
+    bool same = true;
+    for (std::size_t j = 0; j < marker.size() && same; ++j) {
+      char a = text[i + j];
+      char b = marker[j];
+      if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+      same = a == b;
+    }
+    if (same) return id_at(text, i + marker.size());
+  }
+  return {};
+}
+
 // Length of a leading run of 1-3 digits, 0 if there is none or it is longer.
 std::size_t digits_1_to_3(std::string_view s, std::size_t pos) {
   std::size_t n = 0;
@@ -69,6 +96,21 @@ reply make_reply(int code, std::string_view text) { return reply{code, {std::str
 std::string_view reply::enhanced_code() const {
   if (lines.empty()) return {};
   return leading_enhanced_code(lines.front(), reply_class());
+}
+
+std::string queue_id(const reply& r) {
+  for (const auto& full : r.lines) {
+    std::string_view line = full;
+    if (const auto code = r.enhanced_code(); !code.empty() && line.starts_with(code)) line.remove_prefix(code.size());
+    while (line.starts_with(' ')) line.remove_prefix(1);
+    for (const std::string_view marker : {"queued as ", "id=", "qp "}) {
+      if (const auto id = id_after(line, marker); !id.empty()) return std::string(id);
+    }
+    if (const auto at = line.find(" Message accepted"); at != std::string_view::npos && at > 0) {
+      if (const auto id = id_at(line, 0); id.size() == at) return std::string(id);
+    }
+  }
+  return {};
 }
 
 void ensure_enhanced_codes(reply& r) {

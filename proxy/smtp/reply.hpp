@@ -30,6 +30,11 @@ reply make_reply(int code, std::string_view text);
 /// promised them to. Meaning (code and text) is unchanged.
 void ensure_enhanced_codes(reply& r);
 
+/// The backend's queue id from its reply to the final dot, for logs: Postfix
+/// "queued as ID", Exim "id=ID", sendmail "ID Message accepted for delivery",
+/// qmail "qp N"; empty when the reply names none.
+std::string queue_id(const reply& r);
+
 /// Strict backend reply parser, fed one line (without CRLF) at a time: each
 /// line must be 3 digits (2xx-5xx), then '-' or ' ' or the end of the line,
 /// then printable text; all lines of one reply share the code.

@@ -123,3 +123,21 @@ TEST(smtp_reply, parsed_reply_round_trips) {
 
 }  // namespace
 }  // namespace smtpguard::smtp
+
+namespace smtpguard::smtp {
+namespace {
+
+TEST(smtp_reply, queue_id_of_each_mta) {
+  EXPECT_EQ(queue_id(make_reply(250, "2.0.0 Ok: queued as 4Fxyz1Kq2z")), "4Fxyz1Kq2z");             // Postfix
+  EXPECT_EQ(queue_id(make_reply(250, "2.0.0 5AMLp3Xk012345 Message accepted for delivery")),  // sendmail
+            "5AMLp3Xk012345");
+  EXPECT_EQ(queue_id(make_reply(250, "OK id=1qXyZ1-000123-AB")), "1qXyZ1-000123-AB");          // Exim
+  EXPECT_EQ(queue_id(make_reply(250, "ok 1700000000 qp 12345")), "12345");                     // qmail
+  EXPECT_EQ(queue_id(make_reply(250, "OK: queued as rec000001")), "rec000001");
+  EXPECT_EQ(queue_id(make_reply(250, "2.0.0 Ok")), "");
+  EXPECT_EQ(queue_id(make_reply(250, "Message accepted")), "");
+  EXPECT_EQ(queue_id(make_reply(250, "queued as " + std::string(80, 'x'))), "");  // not an id
+}
+
+}  // namespace
+}  // namespace smtpguard::smtp
