@@ -93,6 +93,9 @@ struct timeouts_config {
   std::chrono::seconds command_total{300};  ///< one command line, from its first byte to its end
   std::uint64_t data_min_rate = 1024;       ///< bytes per second during DATA; 0: no minimum
   std::chrono::seconds data_rate_window{30};  ///< the rate is averaged over windows this long
+  /// After SIGTERM: how long sessions in a transaction may go on before the
+  /// process exits anyway; under Kubernetes' default 30 s grace period.
+  std::chrono::seconds drain{25};
 };
 
 struct smtp_config {

@@ -2,6 +2,9 @@
 
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -84,6 +87,7 @@ int run_server(std::shared_ptr<const config> settings) {
   log::set_format(settings->log.format);
 
   metrics stats;
+  session::session_registry sessions;
   session::credential_verifier verifier(settings->auth.verifier_threads);
   session::backend_monitor backend(settings->backend, settings->timeouts, stats);
   // The served certificates' dates, as last loaded, for /readyz.
@@ -91,7 +95,8 @@ int run_server(std::shared_ptr<const config> settings) {
   std::vector<tls::certificate_dates> dates = tls::configured_certificate_dates(settings->tls);
   stats.certificates(dates);
   if (settings->metrics.address) {
-    stats.expose(settings->metrics.address->text, [&backend, &dates_mutex, &dates] {
+    stats.expose(settings->metrics.address->text, [&backend, &dates_mutex, &dates, &sessions] {
+      if (sessions.draining()) return metrics::readiness{false, "draining"};
       if (!backend.up()) return metrics::readiness{false, "backend not answering EHLO"};
       std::lock_guard lock(dates_mutex);
       if (auto invalid = tls::invalid_served_certificate(dates, std::time(nullptr)))
@@ -107,6 +112,7 @@ int run_server(std::shared_ptr<const config> settings) {
   initial.stats = &stats;
   initial.verifier = &verifier;
   initial.backend = &backend;
+  initial.sessions = &sessions;
   live_runtime live(std::move(initial));
 
   // Both files are parsed completely before either replaces the old one.
@@ -139,6 +145,18 @@ int run_server(std::shared_ptr<const config> settings) {
   // Signals are caught before any port answers: a SIGHUP sent as soon as the
   // port is up must reload, not kill the process.
   asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
+  // Sessions finish what they are doing (idle ones were told 421); the
+  // process stops when the last one ends or at the deadline.
+  auto drain_then_stop = [&]() -> asio::awaitable<void> {
+    const auto deadline = std::chrono::steady_clock::now() + settings->timeouts.drain;
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (sessions.active() > 0 && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_after(std::chrono::milliseconds(20));
+      co_await timer.async_wait(net::as_result);
+    }
+    log::event("stopping").add("sessions", static_cast<std::int64_t>(sessions.active()));
+    for (auto& context : contexts) context->stop();
+  };
   std::function<void(const asio::error_code&, int)> on_signal = [&](const asio::error_code& error,
                                                                     int number) {
     if (error) return;
@@ -148,9 +166,19 @@ int run_server(std::shared_ptr<const config> settings) {
       signals.async_wait(on_signal);
       return;
     }
-    log::event("stopping").add("signal", number);
     for (auto& acceptor : acceptors) asio::post(acceptor.get_executor(), [&acceptor] { acceptor.close(); });
-    for (auto& context : contexts) context->stop();
+    if (sessions.draining()) {  // a second signal: stop now
+      log::event("stopping").add("signal", number).add("sessions", static_cast<std::int64_t>(sessions.active()));
+      for (auto& context : contexts) context->stop();
+      return;
+    }
+    log::event("draining")
+        .add("signal", number)
+        .add("sessions", static_cast<std::int64_t>(sessions.active()))
+        .add("deadline_s", static_cast<std::int64_t>(settings->timeouts.drain.count()));
+    sessions.drain();
+    asio::co_spawn(main_context, drain_then_stop(), asio::detached);
+    signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
 

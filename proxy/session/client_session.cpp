@@ -160,7 +160,16 @@ class client_session final : public net::reply_observer {
     client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
 
+  ~client_session() {
+    if (registration_ != 0) rt_.sessions->remove(registration_);
+  }
+  client_session(const client_session&) = delete;
+  client_session& operator=(const client_session&) = delete;
+
   net::awaitable<void> run(net::tcp::socket socket) {
+    if (rt_.sessions != nullptr)
+      registration_ = rt_.sessions->add(socket.get_executor(), [this] { begin_drain(); });
+    socket_ = &socket;
     log::event("connect")
         .add("session", id_)
         .add("client", peer_ip_)
@@ -169,16 +178,19 @@ class client_session final : public net::reply_observer {
     const auto started = steady_clock::now();
     if (listener_.tls == tls_mode::implicit) {
       tls_stream stream(std::move(socket), *rt_.tls);
+      socket_ = &stream.next_layer();
       co_await serve_tls(stream);
     } else {
       ended_ = co_await serve(socket);
       if (ended_ == outcome::start_tls) {
         tls_stream stream(std::move(socket), *rt_.tls);
+        socket_ = &stream.next_layer();
         // RFC 3207 section 4.2: forget everything learned before TLS.
         state_ = smtp::after_starttls();
         co_await serve_tls(stream);
       }
     }
+    socket_ = nullptr;
     if (backend_) co_await backend_->quit();
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
     // The session's summary: everything an operator greps for in one line.
@@ -198,6 +210,19 @@ class client_session final : public net::reply_observer {
   }
 
  private:
+  // --- draining (SIGTERM) ------------------------------------------------------
+
+  /// Runs on this session's thread. A session waiting for a command outside
+  /// a transaction is woken to say 421; one in a transaction finishes it.
+  void begin_drain() {
+    draining_ = true;
+    if (idle_ && socket_ != nullptr) {
+      asio::error_code ignored;
+      socket_->cancel(ignored);
+    }
+  }
+  bool drain_due() const noexcept { return draining_ && !state_.in_transaction; }
+
   // --- TLS -----------------------------------------------------------------
 
   net::awaitable<bool> handshake(tls_stream& stream) {
@@ -290,7 +315,13 @@ class client_session final : public net::reply_observer {
         const outcome ended = co_await last_words(io, replies::timeout);
         co_return ended;
       }
-      if (status == net::read_status::closed) co_return outcome::closed;
+      if (status == net::read_status::closed) {
+        if (drain_due()) {
+          const outcome ended = co_await last_words(io, replies::shutting_down);
+          co_return ended;
+        }
+        co_return outcome::closed;
+      }
       if (status == net::read_status::too_long) {
         if (!refuse(io, replies::line_too_long, true)) {
           const outcome ended = co_await close_with(io);
@@ -344,8 +375,11 @@ class client_session final : public net::reply_observer {
         if (left <= net::duration::zero()) co_return net::read_status::timeout;
         limit = std::min(limit, left);
       }
+      if (drain_due()) co_return net::read_status::closed;
       std::string_view chunk;
+      idle_ = !state_.in_transaction;
       const auto status = co_await io.read_raw(chunk, limit);
+      idle_ = false;
       if (status != net::read_status::line) co_return status;
       io.framer().feed(chunk);
     }
@@ -500,7 +534,13 @@ class client_session final : public net::reply_observer {
         const outcome ended = co_await last_words(io, replies::timeout);
         co_return ended;
       }
-      if (status == net::read_status::closed) co_return outcome::closed;
+      if (status == net::read_status::closed) {
+        if (drain_due()) {
+          const outcome ended = co_await last_words(io, replies::shutting_down);
+          co_return ended;
+        }
+        co_return outcome::closed;
+      }
       if (status == net::read_status::too_long) {
         rt_.stats->auth_attempt(mechanism_label, "malformed");
         io.queue(replies::auth_line_too_long);
@@ -953,6 +993,10 @@ class client_session final : public net::reply_observer {
   std::string_view command_label_ = "greeting";
   std::string_view mechanism_;  ///< how the user authenticated: a SASL mechanism or "certificate"
   outcome ended_ = outcome::closed;
+  net::tcp::socket* socket_ = nullptr;  ///< the connection under TLS, while serving
+  std::uint64_t registration_ = 0;
+  bool draining_ = false;
+  bool idle_ = false;  ///< waiting for a command outside a transaction
   const config& settings_;
   std::string id_;
   std::string peer_ip_;

@@ -9,6 +9,7 @@
 #include "metrics.hpp"
 #include "session/backend_monitor.hpp"
 #include "session/credential_verifier.hpp"
+#include "session/session_registry.hpp"
 
 namespace smtpguard::session {
 
@@ -19,6 +20,7 @@ struct runtime {
   metrics* stats = nullptr;
   credential_verifier* verifier = nullptr;
   backend_monitor* backend = nullptr;
+  session_registry* sessions = nullptr;
 };
 
 }  // namespace smtpguard::session
