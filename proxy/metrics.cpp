@@ -109,11 +109,11 @@ metrics::metrics()
                       .Add({})),
       reloads_(BuildCounter()
                    .Name("smtpguard_config_reloads_total")
-                   .Help("Reloads of certificates, keys, CAs, CRLs and users, by result")
+                   .Help("Reloads of the configuration, certificates, keys, CAs, CRLs and users, by result")
                    .Register(*registry_)),
       last_reload_(BuildGauge()
                        .Name("smtpguard_config_last_reload_success_timestamp_seconds")
-                       .Help("Unix time of the last successful load of certificates and users")
+                       .Help("Unix time of the last successful reload")
                        .Register(*registry_)
                        .Add({})),
       client_certificates_(BuildCounter()

@@ -32,6 +32,7 @@ bool file_watch::changed() {
 
 std::vector<std::string> reloadable_files(const config& settings) {
   std::vector<std::string> files{settings.auth.users_file};
+  if (!settings.path.empty()) files.push_back(settings.path);
   for (const auto& c : settings.tls.certificates) {
     files.push_back(c.cert);
     files.push_back(c.key);
@@ -40,6 +41,38 @@ std::vector<std::string> reloadable_files(const config& settings) {
   if (!client.ca.empty()) files.push_back(client.ca);
   files.insert(files.end(), client.crl.begin(), client.crl.end());
   return files;
+}
+
+namespace {
+
+std::string describe(const endpoint& e) { return e.text; }
+
+std::string describe(const std::vector<listener_config>& listeners) {
+  std::string out;
+  for (const auto& l : listeners) {
+    out += l.name + "|" + describe(l.address) + "|" + std::to_string(static_cast<int>(l.tls)) + "|" +
+           std::to_string(l.require_tls) + std::to_string(l.allow_plaintext_auth) + "|" +
+           (l.client_certificates ? std::to_string(static_cast<int>(*l.client_certificates)) : "-") + ";";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> keep_restart_only_keys(const config& running, config& next) {
+  std::vector<std::string> waiting;
+  if (describe(next.listeners) != describe(running.listeners)) waiting.push_back("listeners");
+  if (next.threads != running.threads) waiting.push_back("threads");
+  if (next.user != running.user) waiting.push_back("user");
+  const auto metrics_text = [](const config& c) { return c.metrics.address ? c.metrics.address->text : ""; };
+  if (metrics_text(next) != metrics_text(running)) waiting.push_back("metrics.address");
+  if (next.auth.verifier_threads != running.auth.verifier_threads) waiting.push_back("auth.verifier_threads");
+  next.listeners = running.listeners;
+  next.threads = running.threads;
+  next.user = running.user;
+  next.metrics = running.metrics;
+  next.auth.verifier_threads = running.auth.verifier_threads;
+  return waiting;
 }
 
 }  // namespace smtpguard

@@ -21,8 +21,10 @@ class live_runtime {
     std::lock_guard lock(mutex_);
     return current_;
   }
-  void replace(std::shared_ptr<asio::ssl::context> tls, std::shared_ptr<const auth::user_db> users) {
+  void replace(std::shared_ptr<const config> settings, std::shared_ptr<asio::ssl::context> tls,
+               std::shared_ptr<const auth::user_db> users) {
     std::lock_guard lock(mutex_);
+    current_.settings = std::move(settings);
     current_.tls = std::move(tls);
     current_.users = std::move(users);
   }
@@ -55,7 +57,14 @@ class file_watch {
   std::vector<seen> last_;
 };
 
-/// Every file the TLS contexts and the users database are built from.
+/// The configuration file and every file the TLS contexts and the users
+/// database are built from.
 std::vector<std::string> reloadable_files(const config& settings);
+
+/// What a reload cannot change in a running process: the listeners (bound
+/// sockets), threads, the account switched to, the metrics listener and the
+/// verifier pool. Copies them from `running` into `next` and returns the keys
+/// whose new values therefore wait for a restart.
+std::vector<std::string> keep_restart_only_keys(const config& running, config& next);
 
 }  // namespace smtpguard

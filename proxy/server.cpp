@@ -89,7 +89,7 @@ int run_server(std::shared_ptr<const config> settings) {
   metrics stats;
   session::session_registry sessions;
   session::credential_verifier verifier(settings->auth.verifier_threads);
-  session::backend_monitor backend(settings->backend, settings->timeouts, stats);
+  session::backend_monitor backend(settings, stats);
   // The served certificates' dates, as last loaded, for /readyz.
   std::mutex dates_mutex;
   std::vector<tls::certificate_dates> dates = tls::configured_certificate_dates(settings->tls);
@@ -115,13 +115,30 @@ int run_server(std::shared_ptr<const config> settings) {
   initial.sessions = &sessions;
   live_runtime live(std::move(initial));
 
-  // Both files are parsed completely before either replaces the old one.
+  // What new sessions get; replaced by reloads, on the main thread only.
+  std::shared_ptr<const config> current = settings;
+  file_watch watch(reloadable_files(*settings));
+
+  // Everything is parsed and loaded before anything replaces the old:
+  // a reload is applied whole or not at all.
   auto reload = [&](std::string_view trigger) {
     try {
-      auto tls = load_tls(*settings);
-      auto users = load_users(*settings);
-      live.replace(std::move(tls), std::move(users));
-      auto loaded = tls::configured_certificate_dates(settings->tls);
+      auto next = std::make_shared<config>(load_config(current->path));
+      const auto waiting = keep_restart_only_keys(*current, *next);
+      std::shared_ptr<const config> applied = std::move(next);
+      auto tls = load_tls(*applied);
+      auto users = load_users(*applied);
+      live.replace(applied, std::move(tls), std::move(users));
+      backend.reconfigure(applied);
+      session::reconfigure_shared_limits(*applied);
+      log::set_format(applied->log.format);
+      watch = file_watch(reloadable_files(*applied));
+      current = applied;
+      std::string restart_needed;
+      for (const auto& key : waiting) restart_needed += (restart_needed.empty() ? "" : ",") + key;
+      if (!restart_needed.empty())
+        log::event("warning").add("reason", "changed keys take effect at the next restart").add("keys", restart_needed);
+      auto loaded = tls::configured_certificate_dates(applied->tls);
       stats.certificates(loaded);
       {
         std::lock_guard lock(dates_mutex);
@@ -140,7 +157,6 @@ int run_server(std::shared_ptr<const config> settings) {
   for (std::size_t i = 0; i < thread_count; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_context = *contexts.front();
   std::list<net::tcp::acceptor> acceptors;
-  file_watch watch(reloadable_files(*settings));
 
   // Signals are caught before any port answers: a SIGHUP sent as soon as the
   // port is up must reload, not kill the process.
@@ -200,18 +216,18 @@ int run_server(std::shared_ptr<const config> settings) {
 
   drop_privileges(settings->user);
   asio::co_spawn(main_context, backend.run(), asio::detached);
-  if (settings->reload_check_interval.count() > 0) {
-    auto watcher = [&]() -> asio::awaitable<void> {
-      asio::steady_timer timer(co_await asio::this_coro::executor);
-      for (;;) {
-        timer.expires_after(settings->reload_check_interval);
-        auto [error] = co_await timer.async_wait(net::as_result);
-        if (error) co_return;
-        if (watch.changed()) reload("file_change");
-      }
-    };
-    asio::co_spawn(main_context, std::move(watcher), asio::detached);
-  }
+  // A reload may change the interval, or turn polling on or off.
+  auto watcher = [&]() -> asio::awaitable<void> {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (;;) {
+      const auto interval = current->reload_check_interval;
+      timer.expires_after(interval.count() > 0 ? interval : std::chrono::seconds(1));
+      auto [error] = co_await timer.async_wait(net::as_result);
+      if (error) co_return;
+      if (interval.count() > 0 && watch.changed()) reload("file_change");
+    }
+  };
+  asio::co_spawn(main_context, std::move(watcher), asio::detached);
 
   log::event("started")
       .add("version", SMTPGUARD_VERSION)

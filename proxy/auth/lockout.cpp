@@ -14,6 +14,12 @@ lockout_table::lockout_table(lockout_settings settings) : settings_(settings) {
   if (settings_.max_tracked == 0) settings_.max_tracked = 1;
 }
 
+void lockout_table::set_settings(lockout_settings settings) {
+  std::lock_guard lock(mutex_);
+  settings_ = settings;
+  if (settings_.max_tracked == 0) settings_.max_tracked = 1;
+}
+
 void lockout_table::record_failure(std::string_view ip_key, std::string_view user, time_point now) {
   std::lock_guard lock(mutex_);
   if (settings_.ip_failures > 0 && !ip_key.empty()) fail(ip_entry(ip_key), settings_.ip_failures, now);

@@ -43,6 +43,8 @@ class lockout_table {
 
   /// Keys currently remembered (for tests of the memory bound).
   std::size_t tracked() const;
+  /// New budgets (a reload); failures already counted are kept.
+  void set_settings(lockout_settings settings);
 
  private:
   struct entry {

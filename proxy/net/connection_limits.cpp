@@ -34,4 +34,10 @@ void connection_limits::release(const std::string& key) {
   if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);
 }
 
+void connection_limits::set_limits(std::size_t max_total, std::size_t max_per_client) {
+  std::lock_guard lock(mutex_);
+  max_total_ = max_total;
+  max_per_client_ = max_per_client;
+}
+
 }  // namespace smtpguard::net

@@ -38,6 +38,8 @@ class connection_limits {
 
   /// Takes a place for `key` into `out`, unless a limit is reached.
   admission try_acquire(const std::string& key, slot& out);
+  /// New limits (a reload); connections already admitted keep their place.
+  void set_limits(std::size_t max_total, std::size_t max_per_client);
 
  private:
   void release(const std::string& key);

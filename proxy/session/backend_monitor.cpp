@@ -16,9 +16,18 @@ std::shared_ptr<const smtp::capabilities> default_capabilities() {
 
 }  // namespace
 
-backend_monitor::backend_monitor(const backend_config& backend, const timeouts_config& timeouts,
-                                 metrics& stats)
-    : backend_(backend), timeouts_(timeouts), stats_(stats), capabilities_(default_capabilities()) {}
+backend_monitor::backend_monitor(std::shared_ptr<const config> settings, metrics& stats)
+    : settings_(std::move(settings)), stats_(stats), capabilities_(default_capabilities()) {}
+
+void backend_monitor::reconfigure(std::shared_ptr<const config> settings) {
+  std::lock_guard lock(mutex_);
+  settings_ = std::move(settings);
+}
+
+std::shared_ptr<const config> backend_monitor::settings() const {
+  std::lock_guard lock(mutex_);
+  return settings_;
+}
 
 std::shared_ptr<const smtp::capabilities> backend_monitor::capabilities() const {
   std::lock_guard lock(mutex_);
@@ -38,8 +47,11 @@ bool backend_monitor::up() const {
 }
 
 net::awaitable<bool> backend_monitor::probe() {
+  // The configuration this probe started with stays alive until it ends.
+  const std::shared_ptr<const config> current = settings();
+  const backend_config& backend = current->backend;
   std::string failed_stage;
-  auto connection = co_await backend_connection::open(backend_, timeouts_, failed_stage);
+  auto connection = co_await backend_connection::open(backend, current->timeouts, failed_stage);
   const bool was_up = up();
   if (!connection) {
     {
@@ -47,12 +59,12 @@ net::awaitable<bool> backend_monitor::probe() {
       up_ = false;
     }
     stats_.backend_up(false);
-    if (was_up) log::event("backend_down").add("backend", backend_.address.text).add("stage", failed_stage);
+    if (was_up) log::event("backend_down").add("backend", backend.address.text).add("stage", failed_stage);
     co_return false;
   }
   update(connection->capabilities());
   stats_.backend_up(true);
-  if (!was_up) log::event("backend_up").add("backend", backend_.address.text);
+  if (!was_up) log::event("backend_up").add("backend", backend.address.text);
   co_await connection->quit();
   co_return true;
 }
@@ -61,7 +73,7 @@ net::awaitable<void> backend_monitor::run() {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   for (;;) {
     co_await probe();
-    timer.expires_after(backend_.health_interval);
+    timer.expires_after(settings()->backend.health_interval);
     auto [error] = co_await timer.async_wait(net::as_result);
     if (error) co_return;
   }

@@ -14,7 +14,10 @@ namespace smtpguard::session {
 
 class backend_monitor {
  public:
-  backend_monitor(const backend_config& backend, const timeouts_config& timeouts, metrics& stats);
+  backend_monitor(std::shared_ptr<const config> settings, metrics& stats);
+
+  /// Probes the backend of a reloaded configuration from the next probe on.
+  void reconfigure(std::shared_ptr<const config> settings);
 
   /// The last capabilities learned; a conservative default until the first probe.
   std::shared_ptr<const smtp::capabilities> capabilities() const;
@@ -28,8 +31,9 @@ class backend_monitor {
   net::awaitable<bool> probe();
 
  private:
-  const backend_config& backend_;
-  const timeouts_config& timeouts_;
+  std::shared_ptr<const config> settings() const;
+
+  std::shared_ptr<const config> settings_;  ///< guarded by mutex_
   metrics& stats_;
   mutable std::mutex mutex_;
   std::shared_ptr<const smtp::capabilities> capabilities_;

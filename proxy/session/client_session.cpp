@@ -95,6 +95,16 @@ shared_guards& guards_for(const config& settings) {
   return instance;
 }
 
+}  // namespace
+
+void reconfigure_shared_limits(const config& settings) {
+  auto& guards = guards_for(settings);
+  guards.connections.set_limits(settings.limits.max_connections, settings.limits.max_connections_per_ip);
+  guards.lockouts.set_settings(settings.auth.lockout);
+}
+
+namespace {
+
 std::string_view scope_name(auth::lockout_scope scope) {
   return scope == auth::lockout_scope::ip ? "ip" : "user";
 }

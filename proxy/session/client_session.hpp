@@ -11,4 +11,8 @@ namespace smtpguard::session {
 /// Runs the session to its end. Never throws.
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt);
 
+/// Applies reloaded connection limits and lockout budgets to the state all
+/// sessions share (counts and lockouts in force are kept).
+void reconfigure_shared_limits(const config& settings);
+
 }  // namespace smtpguard::session
