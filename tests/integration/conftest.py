@@ -120,12 +120,12 @@ def recorder(recorder_process, request):
 
 @pytest.fixture
 def wire_backend(request):
-    """wire_backend(script=None, close_in_data=None) starts a scripted,
+    """wire_backend(script=None, close_in_data=None, port=0) starts a scripted,
     byte-logging backend (see wire_backend.py); all are stopped at teardown."""
     started = []
 
-    def start(script=None, close_in_data=None):
-        backend = WireBackend(script, close_in_data).start()
+    def start(script=None, close_in_data=None, port=0):
+        backend = WireBackend(script, close_in_data).start(port)
         started.append(backend)
         return backend
 

@@ -151,3 +151,19 @@ def test_served_certificate_expiry_matches_the_file(smtpguard, certs):
     got = metric_value(smtpguard.metrics(), "smtpguard_certificate_not_after_timestamp_seconds",
                        role="server", file=path)
     assert got == want, f"expiry gauge {got}, certificate says {want}"
+
+
+def test_readyz_follows_the_backend(smtpguard_factory, wire_backend):
+    backend = wire_backend()
+    guard = smtpguard_factory(backend_address=backend.address, config={"backend": {"health_interval": 1}})
+    assert wait_until(lambda: guard.http_get("/readyz")[0] == 200, timeout=10), guard.http_get("/readyz")
+    port = backend.port
+    backend.stop()
+    assert wait_until(lambda: guard.http_get("/readyz")[0] == 503, timeout=10), guard.http_get("/readyz")
+    status, body = guard.http_get("/readyz")
+    assert "backend" in body, body
+    assert metric_value(guard.metrics(), "smtpguard_backend_up") == 0
+    assert guard.http_get("/healthz")[0] == 200
+    wire_backend(port=port)
+    assert wait_until(lambda: guard.http_get("/readyz")[0] == 200, timeout=10), guard.http_get("/readyz")
+    assert metric_value(guard.metrics(), "smtpguard_backend_up") == 1

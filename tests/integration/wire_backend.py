@@ -99,10 +99,10 @@ class WireBackend:
         self.stopping = False
 
     # -- lifecycle ------------------------------------------------------------
-    def start(self):
+    def start(self, port=0):
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((HOST, 0))
+        self.listener.bind((HOST, port))
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept_loop, daemon=True).start()
