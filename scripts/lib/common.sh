@@ -7,7 +7,8 @@ BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
   libasio-dev android-libboringssl-dev nlohmann-json3-dev prometheus-cpp-dev
   libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev)
 RUN_PACKAGES=(python3-aiosmtpd swaks)
-TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix)
+TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix
+  prometheus systemd fail2ban python3-yaml strace libcap2-bin)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
@@ -25,7 +26,17 @@ install_packages() {
   # Postfix is only started by the tests, privately; never configure the system one.
   echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Some of these packages ship a service (postfix, prometheus, fail2ban);
+  # the tests start their own private instances, so the system ones are not
+  # started here (policy-rc.d, honoured by invoke-rc.d and deb-systemd-invoke).
+  local policy=/usr/sbin/policy-rc.d placed=0 status=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod 755 "$policy" && placed=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || status=$?
+  if [[ $placed -eq 1 ]]; then as_root rm -f "$policy"; fi
+  return "$status"
 }
 
 # Configures and builds the release preset; extra arguments go to the build.
