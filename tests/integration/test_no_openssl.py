@@ -47,3 +47,15 @@ def test_running_process_maps_no_openssl(smtpguard, recorder):
             f"smtpguard (pid {smtpguard.proc.pid}) has OpenSSL's {soname} mapped:\n" + "\n".join(libs)
     assert any(re.search(r"/android/libssl\.so\.0$", lib) for lib in libs), \
         "BoringSSL's android/libssl.so.0 is not mapped:\n" + "\n".join(libs)
+
+
+def test_runpath_has_no_empty_entry(binary):
+    """An empty RUNPATH entry makes the loader search the working directory
+    for libraries: whoever controls the cwd could plant a libc there."""
+    import re
+    import subprocess
+    out = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
+    paths = re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library (?:runpath|rpath): \[(.*)\]", out)
+    assert paths, f"no RUNPATH in {binary}:\n{out}"
+    for entry in paths[0].split(":"):
+        assert entry.startswith("/"), f"RUNPATH entry {entry!r} is not absolute: {paths[0]!r}"
