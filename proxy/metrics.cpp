@@ -4,7 +4,15 @@
 #include <civetweb.h>
 #include <prometheus/exposer.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 namespace smtpguard {
 namespace {
@@ -55,6 +63,38 @@ int health_endpoints(mg_connection* connection) {
     return state.ready ? 200 : 503;
   }
   return 0;
+}
+
+// Connects to the metrics listener and hangs up, to wake civetweb's accept
+// loop, which otherwise looks at its stop flag only every 2 seconds.
+void knock(const std::string& host, int port) {
+  sockaddr_storage address{};
+  socklen_t length = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&address);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<std::uint16_t>(port));
+    length = sizeof *v4;
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<std::uint16_t>(port));
+    length = sizeof *v6;
+  } else {
+    return;
+  }
+  const int fd = ::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  [[maybe_unused]] const int ignored = ::connect(fd, reinterpret_cast<sockaddr*>(&address), length);
+  ::close(fd);
+}
+
+// The address to knock at for a listener bound to `host`.
+std::string knock_host(std::string host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::") return "::1";
+  return host;
 }
 
 }  // namespace
@@ -175,12 +215,26 @@ void metrics::expose(const std::string& address, readiness_probe probe) {
   callbacks.begin_request = health_endpoints;
   exposer_ = std::make_unique<prometheus::Exposer>(address, 1, &callbacks);
   exposer_->RegisterCollectable(registry_);
+  exposed_host_ = knock_host(address.substr(0, address.rfind(':')));
 }
 
 void metrics::stop_exposing() {
+  {
+    std::lock_guard lock(probe_mutex);
+    current_probe = nullptr;
+  }
+  if (!exposer_) return;
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  std::atomic<bool> stopped{false};
+  std::thread waker([&] {
+    while (!stopped.load()) {
+      for (const int port : ports) knock(exposed_host_, port);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
   exposer_.reset();
-  std::lock_guard lock(probe_mutex);
-  current_probe = nullptr;
+  stopped.store(true);
+  waker.join();
 }
 
 void metrics::connection_accepted(std::string_view listener) {

@@ -79,6 +79,7 @@ class metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string exposed_host_;
   prometheus::Family<prometheus::Counter>& connections_;
   prometheus::Family<prometheus::Counter>& connections_rejected_;
   prometheus::Family<prometheus::Counter>& auth_lockouts_;
