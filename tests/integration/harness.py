@@ -336,6 +336,18 @@ def assert_received_then(content, original, **kwargs):
     return m
 
 
+# SMTP smuggling (SEC Consult, 2023): end-of-data sequences that some servers
+# accept besides CRLF.CRLF. Only CRLF.CRLF may ever end a message.
+FAKE_ENDS = {
+    "LF.LF": b"\n.\n",
+    "LF.CRLF": b"\n.\r\n",
+    "CR.CR": b"\r.\r",
+    "CRLF.LF": b"\r\n.\n",
+    "CRLF.CR": b"\r\n.\r",
+    "CR.CRLF": b"\r.\r\n",
+}
+
+
 def has_bare_line_ending(data):
     return re.search(rb"\r(?!\n)|(?<!\r)\n", data) is not None
 

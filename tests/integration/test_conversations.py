@@ -35,7 +35,7 @@ import time
 import pytest
 
 import harness
-from harness import (CLIENT_NAME, HOST, HOSTNAME, IO_TIMEOUT, ConnectionClosed, SmtpWire,
+from harness import (CLIENT_NAME, FAKE_ENDS, HOST, HOSTNAME, IO_TIMEOUT, ConnectionClosed, SmtpWire,
                      assert_received_then, plain_response, received_regex)
 from wire_backend import WireBackend
 
@@ -660,14 +660,6 @@ case("canonical-rcpt", mail_ok() + [step for sent, _ in RCPT_FORMS for step in r
      messages=(Msg(BODY, rcpt=None),), absent=(b"relay.example", b'"bob"', b"rcpt to", b"notify="))
 
 # 6. DATA framing: smuggling and dot-stuffing ----------------------------------
-FAKE_ENDS = {
-    "LF.LF": b"\n.\n",
-    "LF.CRLF": b"\n.\r\n",
-    "CR.CR": b"\r.\r",
-    "CRLF.LF": b"\r\n.\n",
-    "CRLF.CR": b"\r\n.\r",
-    "CR.CRLF": b"\r.\r\n",
-}
 HEAD = b"Subject: smuggling test\r\n\r\nhello"
 SMUGGLED = (b"MAIL FROM:<evil@example.test>\r\n"
             b"RCPT TO:<victim@example.test>\r\n"

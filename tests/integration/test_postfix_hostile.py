@@ -21,7 +21,7 @@ import time
 import pytest
 
 import harness
-from harness import HOST, HOSTNAME, plain_response, received_regex
+from harness import FAKE_ENDS, HOST, HOSTNAME, plain_response, received_regex
 
 SENDER = "alice@example.test"
 RCPT = "bob@example.test"
@@ -49,16 +49,8 @@ PF_RCPT_OK = b"250 2.1.5 Ok\r\n"
 PF_NOOP_OK = b"250 2.0.0 Ok\r\n"
 PF_QUEUED = re.compile(rb"250 2\.0\.0 Ok: queued as ([0-9A-F]+)\r\n")
 
-# Fake end-of-data sequences (as in test_smuggling.py), each followed by a
+# Fake end-of-data sequences (harness.FAKE_ENDS), each followed by a
 # smuggled second transaction.
-FAKE_ENDS = {
-    "LF.LF": b"\n.\n",
-    "LF.CRLF": b"\n.\r\n",
-    "CR.CR": b"\r.\r",
-    "CRLF.LF": b"\r\n.\n",
-    "CRLF.CR": b"\r\n.\r",
-    "CR.CRLF": b"\r.\r\n",
-}
 TERMINATOR = b".\r\n"
 
 
