@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from harness import (HOST, HOSTNAME, IO_TIMEOUT, Recorder, Reply, assert_received_then,
+from harness import (HOST, HOSTNAME, IO_TIMEOUT, Recorder, Reply, assert_received_then, proc_status,
                      plain_response)
 
 SANITIZED = os.environ.get("SMTPGUARD_SANITIZED") == "1"
@@ -31,15 +31,6 @@ BYE = b"221 2.0.0 Bye\r\n"
 
 def stuffed(body):
     return body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
-
-
-def proc_status(pid, key):
-    """A /proc/<pid>/status size field (VmRSS, VmHWM) in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"/proc/{pid}/status has no {key}")
 
 
 # -- a) 20 KB of pipelined commands in one write -------------------------------

@@ -20,7 +20,7 @@ import threading
 
 import pytest
 
-from harness import HOST, assert_received_then
+from harness import HOST, assert_received_then, proc_status
 
 SANITIZED = os.environ.get("SMTPGUARD_SANITIZED") == "1"
 MiB = 1 << 20
@@ -32,14 +32,6 @@ PEAK_RSS_CEILING = 48 * MiB
 
 LINE_TOO_LONG = b"500 5.5.2 Line too long\r\n"
 AUTH_LINE_TOO_LONG = b"500 5.5.6 Authentication exchange line is too long\r\n"
-
-
-def proc_status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"/proc/{pid}/status has no {key}")
 
 
 def assert_peak_rss_bounded(guard, what):
