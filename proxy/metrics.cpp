@@ -192,8 +192,8 @@ metrics::metrics()
                                                                 0.25, 0.5, 1, 2.5, 5, 10})),
       certificate_not_after_(BuildGauge()
                                  .Name("smtpguard_certificate_not_after_timestamp_seconds")
-                                 .Help("Unix time a certificate expires: each served certificate, and the "
-                                       "earliest in the client CA bundle")
+                                 .Help("Unix time a certificate expires: each served certificate and each "
+                                       "CA trusted for client certificates")
                                  .Register(*registry_)) {
   last_reload_.SetToCurrentTime();
   BuildGauge()
@@ -305,7 +305,7 @@ void metrics::certificates(const std::vector<tls::certificate_dates>& dates) {
   for (auto* gauge : certificate_gauges_) certificate_not_after_.Remove(gauge);
   certificate_gauges_.clear();
   for (const auto& d : dates) {
-    auto& gauge = certificate_not_after_.Add({{"role", d.role}, {"file", d.file}});
+    auto& gauge = certificate_not_after_.Add({{"role", d.role}, {"file", d.file}, {"subject", d.subject}});
     gauge.Set(static_cast<double>(d.not_after));
     certificate_gauges_.push_back(&gauge);
   }

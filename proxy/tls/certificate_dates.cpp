@@ -1,10 +1,7 @@
 #include "tls/certificate_dates.hpp"
 
-#include <algorithm>
-#include <cstdio>
-#include <limits>
-
 #include "tls/boringssl.hpp"
+#include "tls/client_verify.hpp"
 
 namespace smtpguard::tls {
 namespace {
@@ -32,31 +29,22 @@ std::vector<bssl::UniquePtr<X509>> read_pem_certificates(const std::string& path
   return out;
 }
 
-std::optional<certificate_dates> dates_of(const std::string& role, const std::string& file, bool leaf_only) {
-  const auto certificates = read_pem_certificates(file, leaf_only);
-  if (certificates.empty()) return std::nullopt;
-  certificate_dates dates{role, file, std::numeric_limits<std::int64_t>::min(),
-                          std::numeric_limits<std::int64_t>::max()};
-  for (const auto& cert : certificates) {
+void add_dates(const std::string& role, const std::string& file, bool leaf_only,
+               std::vector<certificate_dates>& out) {
+  for (const auto& cert : read_pem_certificates(file, leaf_only)) {
     const auto before = unix_time(X509_get0_notBefore(cert.get()));
     const auto after = unix_time(X509_get0_notAfter(cert.get()));
-    if (!before || !after) return std::nullopt;
-    dates.not_before = std::max(dates.not_before, *before);
-    dates.not_after = std::min(dates.not_after, *after);
+    if (!before || !after) continue;
+    out.push_back({role, file, rfc2253(X509_get_subject_name(cert.get())), *before, *after});
   }
-  return dates;
 }
 
 }  // namespace
 
 std::vector<certificate_dates> configured_certificate_dates(const tls_config& config) {
   std::vector<certificate_dates> out;
-  for (const auto& certificate : config.certificates) {
-    if (auto dates = dates_of("server", certificate.cert, true)) out.push_back(std::move(*dates));
-  }
-  if (!config.client_certificates.ca.empty()) {
-    if (auto dates = dates_of("client_ca", config.client_certificates.ca, false)) out.push_back(std::move(*dates));
-  }
+  for (const auto& certificate : config.certificates) add_dates("server", certificate.cert, true, out);
+  if (!config.client_certificates.ca.empty()) add_dates("client_ca", config.client_certificates.ca, false, out);
   return out;
 }
 

@@ -12,14 +12,16 @@
 namespace smtpguard::tls {
 
 struct certificate_dates {
-  std::string role;  ///< "server" (a served leaf) or "client_ca" (the CA bundle)
+  std::string role;     ///< "server" (a served leaf) or "client_ca" (one CA of the bundle)
   std::string file;
-  std::int64_t not_before = 0;  ///< Unix seconds; for a bundle, the latest of its certificates
-  std::int64_t not_after = 0;   ///< Unix seconds; for a bundle, the earliest of its certificates
+  std::string subject;  ///< RFC 2253, e.g. "CN=mail.example.org"
+  std::int64_t not_before = 0;  ///< Unix seconds
+  std::int64_t not_after = 0;   ///< Unix seconds
 };
 
-/// Reads the dates from the configured files. Files that cannot be read are
-/// left out: loading the TLS context reports those.
+/// Reads the dates from the configured files: each served leaf and each CA
+/// of the client-certificate bundle. Files that cannot be read are left out:
+/// loading the TLS context reports those.
 std::vector<certificate_dates> configured_certificate_dates(const tls_config& config);
 
 /// The first served certificate that is not valid at `now` (Unix seconds), as

@@ -75,15 +75,6 @@ std::string hex(const uint8_t* data, std::size_t size) {
   return out;
 }
 
-std::string rfc2253(const X509_NAME* name) {
-  bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
-  if (!bio || X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253) < 0) return {};
-  const uint8_t* data = nullptr;
-  std::size_t size = 0;
-  if (!BIO_mem_contents(bio.get(), &data, &size)) return {};
-  return {reinterpret_cast<const char*>(data), size};
-}
-
 std::string last_common_name(const X509_NAME* name) {
   int index = -1;
   for (int next = -1; (next = X509_NAME_get_index_by_NID(name, NID_commonName, next)) >= 0;) index = next;
@@ -197,6 +188,15 @@ std::string reason_for(long result) {
 }
 
 }  // namespace
+
+std::string rfc2253(const X509_NAME* name) {
+  bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
+  if (!bio || X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253) < 0) return {};
+  const uint8_t* data = nullptr;
+  std::size_t size = 0;
+  if (!BIO_mem_contents(bio.get(), &data, &size)) return {};
+  return {reinterpret_cast<const char*>(data), size};
+}
 
 void configure_client_verification(SSL_CTX* ctx, const client_certificates_config& config) {
   if (config.ca.empty()) return;

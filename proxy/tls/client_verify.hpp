@@ -36,6 +36,9 @@ struct peer_certificate {
   std::string sha256;               ///< SHA-256 of the DER leaf, 64 lowercase hex digits
 };
 
+/// A name on one line, RFC 2253 order and escaping ("CN=alice,O=Example").
+std::string rfc2253(const X509_NAME* name);
+
 /// Reads the leaf certificate the client sent; `presented` is false when there is none.
 peer_certificate inspect_peer(const SSL* ssl);
 

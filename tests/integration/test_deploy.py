@@ -71,7 +71,8 @@ CATALOGUE = {
     "smtpguard_backend_up": {},
     "smtpguard_config_reloads_total": {"result": {"success", "failure"}},
     "smtpguard_config_last_reload_success_timestamp_seconds": {},
-    "smtpguard_certificate_not_after_timestamp_seconds": {"role": {"server", "client_ca"}, "file": None},
+    "smtpguard_certificate_not_after_timestamp_seconds": {"role": {"server", "client_ca"}, "file": None,
+                                                          "subject": None},
     "smtpguard_build_info": {"version": None},
 }
 NEW = {

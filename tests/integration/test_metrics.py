@@ -167,3 +167,17 @@ def test_readyz_follows_the_backend(smtpguard_factory, wire_backend):
     wire_backend(port=port)
     assert wait_until(lambda: guard.http_get("/readyz")[0] == 200, timeout=10), guard.http_get("/readyz")
     assert metric_value(guard.metrics(), "smtpguard_backend_up") == 1
+
+
+def test_every_client_ca_has_an_expiry_gauge(smtpguard_factory, certs, tmp_path):
+    bundle = tmp_path / "cas.pem"
+    bundle.write_text(open(os.path.join(certs, "ca.pem")).read() + open(os.path.join(certs, "other-ca.pem")).read())
+    guard = smtpguard_factory(config={"tls": {"client_certificates": {"mode": "optional", "ca": str(bundle)}}})
+    gauges = [(labels, value) for name, labels, value in guard.metrics()
+              if name == "smtpguard_certificate_not_after_timestamp_seconds" and labels.get("role") == "client_ca"]
+    assert len(gauges) == 2, gauges
+    subjects = {labels["subject"] for labels, _ in gauges}
+    assert len(subjects) == 2 and all("CN=" in s for s in subjects), subjects
+    wanted = sorted(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(os.path.join(certs, f))["notAfter"])
+                    for f in ("ca.pem", "other-ca.pem"))
+    assert sorted(v for _, v in gauges) == wanted
