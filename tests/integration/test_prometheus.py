@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+import harness
 from harness import ALICE, HOST, free_port, read_text, smtplib_auth, wait_until
 
 MESSAGE = b"Subject: scraped\r\n\r\ncounted by Prometheus\r\n"
@@ -110,3 +111,56 @@ def test_alert_rules_load_in_prometheus(smtpguard, prometheus, source_dir):
     with urllib.request.urlopen(f"{api}/api/v1/alerts", timeout=5) as r:
         firing = [a["labels"]["alertname"] for a in json.loads(r.read())["data"]["alerts"] if a["state"] == "firing"]
     assert "SmtpguardBackendDown" not in firing and "SmtpguardCertificateExpiringSoon" not in firing, firing
+
+
+def dashboard_queries(source_dir):
+    """(panel title, PromQL) for every target of the Grafana dashboard, with
+    its variables filled in the way Grafana would for this scrape job."""
+    with open(os.path.join(source_dir, "deploy", "grafana", "smtpguard-dashboard.json")) as f:
+        dashboard = json.load(f)
+
+    def panels(items):
+        for p in items:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    out = []
+    for panel in panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            expr = target.get("expr")
+            if not expr:
+                continue
+            expr = (expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
+                    .replace("$job", "smtpguard").replace("$instance", ".*"))
+            out.append((panel.get("title", "?"), expr))
+    return out
+
+
+def test_dashboard_panels_show_data_after_a_workload(smtpguard, recorder, prometheus, source_dir):
+    """Every panel's query runs in a real Prometheus, and the panels about
+    sessions, TLS, AUTH, replies, messages and the backend show the workload."""
+    api, log = prometheus
+    assert wait_until(lambda: scalar(api, 'up{job="smtpguard"}') == 1, timeout=20), read_text(log)
+    for _ in range(3):
+        with smtpguard.smtp_ssl() as smtp:
+            smtplib_auth(smtp, "PLAIN", *ALICE)
+            assert smtp.sendmail("alice@example.test", ["bob@example.test"], MESSAGE) == {}
+    recorder.wait_for(3)
+    with smtpguard.wire_implicit() as w:  # failures have panels too
+        assert w.cmd(f"AUTH PLAIN {harness.plain_response('alice', 'wrong')}").code == 535
+        assert w.cmd("MAIL FROM:<alice@example.test>").code == 530
+    moved = ("smtpguard_messages_total", "smtpguard_auth_attempts_total", "smtpguard_tls_handshakes_total",
+             "smtpguard_smtp_replies_total", "smtpguard_message_size_bytes", "smtpguard_backend_up",
+             "smtpguard_connections_total", "smtpguard_backend_replies_total")
+    queries = dashboard_queries(source_dir)
+    assert len(queries) >= 10, queries
+    expect_data = [(title, expr) for title, expr in queries if any(name in expr for name in moved)]
+
+    def all_have_data():
+        return all(query(api, expr) for _, expr in expect_data)
+
+    wait_until(all_have_data, timeout=30, interval=1)
+    empty = [f"{title}: {expr}" for title, expr in expect_data if not query(api, expr)]
+    assert not empty, "dashboard panels without data after the workload:\n  " + "\n  ".join(empty)
+    for title, expr in queries:
+        query(api, expr)  # every other panel's query is at least valid PromQL here
