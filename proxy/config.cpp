@@ -223,6 +223,7 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
   r.get_duration("failure_delay_ms", auth.failure_delay, 0, 60000);
   r.get_int("max_failures", auth.max_failures, 1, 100);
   r.get_int("verifier_threads", auth.verifier_threads, 1, 64);
+  r.get_duration("credential_cache_ttl", auth.credential_cache_ttl, 0, 86400);
   if (const json* l = r.find("lockout")) {
     object_reader o(*l, r.path("lockout"));
     o.get_int("ip_failures", auth.lockout.ip_failures, 0, 100000);

@@ -63,6 +63,7 @@ struct auth_config {
   std::chrono::milliseconds failure_delay{1000};  ///< before a 535, against guessing
   int max_failures = 3;                           ///< per session, then 421 and close
   int verifier_threads = 2;                       ///< slow hash checks run here, not on I/O threads
+  std::chrono::seconds credential_cache_ttl{60};  ///< successful PLAIN/LOGIN checks remembered; 0: off
   auth::lockout_settings lockout;                 ///< auth.lockout: failure budgets across sessions
 };
 

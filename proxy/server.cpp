@@ -88,7 +88,7 @@ int run_server(std::shared_ptr<const config> settings) {
 
   metrics stats;
   session::session_registry sessions;
-  session::credential_verifier verifier(settings->auth.verifier_threads);
+  session::credential_verifier verifier(settings->auth.verifier_threads, settings->auth.credential_cache_ttl);
   session::backend_monitor backend(settings, stats);
   // The served certificates' dates, as last loaded, for /readyz.
   std::mutex dates_mutex;
@@ -130,6 +130,7 @@ int run_server(std::shared_ptr<const config> settings) {
       auto users = load_users(*applied);
       live.replace(applied, std::move(tls), std::move(users));
       backend.reconfigure(applied);
+      verifier.set_cache_ttl(applied->auth.credential_cache_ttl);
       session::reconfigure_shared_limits(*applied);
       log::set_format(applied->log.format);
       watch = file_watch(reloadable_files(*applied));

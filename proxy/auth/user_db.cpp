@@ -3,6 +3,7 @@
 #include <crypt.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -192,7 +193,9 @@ user_db user_db::parse(const json& document) {
   if (users == document.end()) fail("users", "is required");
   if (!users->is_array()) fail("users", "expected an array");
 
+  static std::atomic<std::uint64_t> generations{0};
   user_db db;
+  db.generation_ = ++generations;
   std::vector<const std::string*> usable_hashes;
   for (std::size_t i = 0; i < users->size(); ++i) {
     const std::string path = "users[" + std::to_string(i) + "]";

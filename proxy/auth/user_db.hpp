@@ -37,6 +37,9 @@ class user_db {
   static user_db load(const std::string& path);
 
   const user_record* find(std::string_view name) const;
+  /// Distinct for every parsed users file in this process: what a credential
+  /// cache keys on, so that a reload forgets everything verified before it.
+  std::uint64_t generation() const noexcept { return generation_; }
   std::size_t size() const noexcept { return users_.size(); }
 
   /// Verifies a PLAIN/LOGIN password. Slow: call off the I/O threads. An
@@ -57,6 +60,7 @@ class user_db {
   const std::string& dummy_hash_for(std::string_view user) const;
 
   std::unordered_map<std::string, user_record> users_;
+  std::uint64_t generation_ = 0;
   std::vector<std::string> dummy_hashes_;    ///< one per cost class of the users' hashes
   std::vector<std::size_t> dummy_for_user_;  ///< per user with a usable hash: its class's dummy
   std::array<std::uint8_t, 32> dummy_key_{};

@@ -5,6 +5,7 @@
 #include <asio/thread_pool.hpp>
 #include <memory>
 
+#include "auth/credential_cache.hpp"
 #include "auth/user_db.hpp"
 #include "net/asio_fwd.hpp"
 #include "sasl/exchange.hpp"
@@ -13,14 +14,17 @@ namespace smtpguard::session {
 
 class credential_verifier {
  public:
-  explicit credential_verifier(int threads);
+  /// `cache_ttl`: how long a successful PLAIN/LOGIN check is remembered (0: never).
+  credential_verifier(int threads, std::chrono::seconds cache_ttl);
   ~credential_verifier();
 
   /// True when the proof matches the user's stored secret.
   net::awaitable<bool> verify(std::shared_ptr<const auth::user_db> users, sasl::proof proof);
+  void set_cache_ttl(std::chrono::seconds ttl) { cache_.set_ttl(ttl); }
 
  private:
   asio::thread_pool pool_;
+  auth::credential_cache cache_;
 };
 
 }  // namespace smtpguard::session
