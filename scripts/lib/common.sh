@@ -47,3 +47,6 @@ build_release() {
 }
 
 SMTPGUARD_BINARY="$SMTPGUARD_ROOT/build/release/proxy/smtpguard"
+# scripts/bench: the SMTP sink (smtp-sink), a TLS-proxy peer for comparison
+# (stunnel4), CPU pinning (taskset), ss, and the certificate tool.
+BENCH_PACKAGES=(postfix stunnel4 openssl util-linux iproute2 procps python3)
