@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -25,6 +27,28 @@ using prometheus::Histogram;
 std::string reply_class(char first_digit) {
   if (first_digit < '2' || first_digit > '5') return "other";
   return std::string(1, first_digit) + "xx";
+}
+
+// 2xx..5xx, then anything else.
+std::size_t class_index(char first_digit) {
+  return first_digit >= '2' && first_digit <= '5' ? static_cast<std::size_t>(first_digit - '2') : 4;
+}
+
+constexpr std::string_view reply_command_labels[] = {"greeting", "ehlo", "helo", "starttls", "auth", "mail",
+                                              "rcpt",     "data", "rset", "noop",     "quit", "other"};
+
+// Counted for every reply: the counter of each label pair is looked up once
+// and kept, rather than building a label map per reply. Family::Add returns
+// the same counter for the same labels, so threads racing to fill a slot agree.
+template <typename MakeLabels>
+prometheus::Counter& cached(std::atomic<prometheus::Counter*>& slot, prometheus::Family<prometheus::Counter>& family,
+                            MakeLabels make_labels) {
+  prometheus::Counter* counter = slot.load(std::memory_order_acquire);
+  if (counter == nullptr) {
+    counter = &family.Add(make_labels());
+    slot.store(counter, std::memory_order_release);
+  }
+  return *counter;
 }
 
 std::string label(std::string_view value) { return value.empty() ? std::string("none") : std::string(value); }
@@ -289,7 +313,17 @@ void metrics::client_certificate(std::string_view result) {
 }
 
 void metrics::reply(std::string_view command, char first_digit) {
-  replies_.Add({{"command", label(command)}, {"class", reply_class(first_digit)}}).Increment();
+  const auto* known = std::find(std::begin(reply_command_labels), std::end(reply_command_labels), command);
+  if (known == std::end(reply_command_labels)) {
+    replies_.Add({{"command", label(command)}, {"class", reply_class(first_digit)}}).Increment();
+    return;
+  }
+  static_assert(std::size(reply_command_labels) == reply_commands);
+  const auto index = static_cast<std::size_t>(known - std::begin(reply_command_labels)) * reply_classes +
+                     class_index(first_digit);
+  cached(reply_counters_[index], replies_, [&] {
+    return prometheus::Labels{{"command", std::string(command)}, {"class", reply_class(first_digit)}};
+  }).Increment();
 }
 
 void metrics::rejection(std::string_view reason) { rejections_.Add({{"reason", label(reason)}}).Increment(); }
@@ -297,7 +331,9 @@ void metrics::rejection(std::string_view reason) { rejections_.Add({{"reason", l
 void metrics::backend_connected(double seconds) { backend_connect_.Observe(seconds); }
 
 void metrics::backend_reply(char first_digit) {
-  backend_replies_.Add({{"class", reply_class(first_digit)}}).Increment();
+  cached(backend_reply_counters_[class_index(first_digit)], backend_replies_,
+         [&] { return prometheus::Labels{{"class", reply_class(first_digit)}}; })
+      .Increment();
 }
 
 void metrics::certificates(const std::vector<tls::certificate_dates>& dates) {

@@ -8,6 +8,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -101,6 +103,10 @@ class metrics {
   prometheus::Histogram& session_duration_;
   prometheus::Histogram& backend_connect_;
   prometheus::Family<prometheus::Gauge>& certificate_not_after_;
+  static constexpr std::size_t reply_commands = 12;  ///< greeting, ehlo, ..., other
+  static constexpr std::size_t reply_classes = 5;    ///< 2xx, 3xx, 4xx, 5xx, other
+  std::array<std::atomic<prometheus::Counter*>, reply_commands * reply_classes> reply_counters_{};
+  std::array<std::atomic<prometheus::Counter*>, reply_classes> backend_reply_counters_{};
   std::mutex certificates_mutex_;
   std::vector<prometheus::Gauge*> certificate_gauges_;
 };
