@@ -90,10 +90,16 @@ int run_server(std::shared_ptr<const config> settings) {
   session::session_registry sessions;
   session::credential_verifier verifier(settings->auth.verifier_threads, settings->auth.credential_cache_ttl);
   session::backend_monitor backend(settings, stats);
-  // The served certificates' dates, as last loaded, for /readyz.
+  // The certificates' dates as last loaded: the expiry gauges and /readyz.
   std::mutex dates_mutex;
-  std::vector<tls::certificate_dates> dates = tls::configured_certificate_dates(settings->tls);
-  stats.certificates(dates);
+  std::vector<tls::certificate_dates> dates;
+  auto publish_dates = [&](const config& loaded) {
+    auto fresh = tls::configured_certificate_dates(loaded.tls);
+    stats.certificates(fresh);
+    std::lock_guard lock(dates_mutex);
+    dates = std::move(fresh);
+  };
+  publish_dates(*settings);
   if (settings->metrics.address) {
     stats.expose(settings->metrics.address->text, [&backend, &dates_mutex, &dates, &sessions] {
       if (sessions.draining()) return metrics::readiness{false, "draining"};
@@ -139,12 +145,7 @@ int run_server(std::shared_ptr<const config> settings) {
       for (const auto& key : waiting) restart_needed += (restart_needed.empty() ? "" : ",") + key;
       if (!restart_needed.empty())
         log::event("warning").add("reason", "changed keys take effect at the next restart").add("keys", restart_needed);
-      auto loaded = tls::configured_certificate_dates(applied->tls);
-      stats.certificates(loaded);
-      {
-        std::lock_guard lock(dates_mutex);
-        dates = std::move(loaded);
-      }
+      publish_dates(*applied);
       stats.reload("success");
       log::event("reload").add("trigger", trigger).add("result", "success");
     } catch (const std::exception& e) {

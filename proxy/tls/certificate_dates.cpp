@@ -1,5 +1,7 @@
 #include "tls/certificate_dates.hpp"
 
+#include <stdexcept>
+
 #include "tls/boringssl.hpp"
 #include "tls/client_verify.hpp"
 
@@ -14,24 +16,17 @@ std::optional<std::int64_t> unix_time(const ASN1_TIME* time) {
   return std::int64_t{days} * 86400 + seconds;
 }
 
-std::vector<bssl::UniquePtr<X509>> read_pem_certificates(const std::string& path, bool first_only) {
-  std::vector<bssl::UniquePtr<X509>> out;
-  bssl::UniquePtr<BIO> bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) {
-    ERR_clear_error();
-    return out;
-  }
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    out.emplace_back(cert);
-    if (first_only) break;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 void add_dates(const std::string& role, const std::string& file, bool leaf_only,
                std::vector<certificate_dates>& out) {
-  for (const auto& cert : read_pem_certificates(file, leaf_only)) {
+  std::vector<bssl::UniquePtr<X509>> certificates;
+  try {
+    certificates = read_certificates(file);
+  } catch (const std::runtime_error&) {
+    ERR_clear_error();
+    return;  // loading the TLS context reports it
+  }
+  if (leaf_only) certificates.resize(1);
+  for (const auto& cert : certificates) {
     const auto before = unix_time(X509_get0_notBefore(cert.get()));
     const auto after = unix_time(X509_get0_notAfter(cert.get()));
     if (!before || !after) continue;

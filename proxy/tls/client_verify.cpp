@@ -28,17 +28,6 @@ bool clean_end_of_pem() {
   return clean;
 }
 
-std::vector<bssl::UniquePtr<X509>> read_certificates(const std::string& path) {
-  auto bio = open_file(path);
-  std::vector<bssl::UniquePtr<X509>> certificates;
-  ERR_clear_error();
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
-    certificates.emplace_back(cert);
-  if (!clean_end_of_pem()) throw std::runtime_error(path + ": cannot read CA certificate: " + last_error());
-  if (certificates.empty()) throw std::runtime_error(path + ": no CA certificate found");
-  return certificates;
-}
-
 std::vector<bssl::UniquePtr<X509_CRL>> read_crls(const std::string& path) {
   auto bio = open_file(path);
   std::vector<bssl::UniquePtr<X509_CRL>> crls;
@@ -188,6 +177,17 @@ std::string reason_for(long result) {
 }
 
 }  // namespace
+
+std::vector<bssl::UniquePtr<X509>> read_certificates(const std::string& path) {
+  auto bio = open_file(path);
+  std::vector<bssl::UniquePtr<X509>> certificates;
+  ERR_clear_error();
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
+    certificates.emplace_back(cert);
+  if (!clean_end_of_pem()) throw std::runtime_error(path + ": cannot read CA certificate: " + last_error());
+  if (certificates.empty()) throw std::runtime_error(path + ": no CA certificate found");
+  return certificates;
+}
 
 std::string rfc2253(const X509_NAME* name) {
   bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));

@@ -36,6 +36,10 @@ struct peer_certificate {
   std::string sha256;               ///< SHA-256 of the DER leaf, 64 lowercase hex digits
 };
 
+/// Every certificate of a PEM file, in order. Throws std::runtime_error
+/// naming the file when it cannot be read, holds a damaged block, or has none.
+std::vector<bssl::UniquePtr<X509>> read_certificates(const std::string& path);
+
 /// A name on one line, RFC 2253 order and escaping ("CN=alice,O=Example").
 std::string rfc2253(const X509_NAME* name);
 
