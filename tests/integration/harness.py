@@ -266,6 +266,12 @@ class SmtpWire:
         assert r.code == 235, f"AUTH PLAIN as {user}: expected 235, got {r!r}"
         return r
 
+    def open_data(self, sender="alice@example.test", rcpt="bob@example.test"):
+        """MAIL, RCPT and DATA, each required to succeed; the message is next."""
+        for command, expected in ((f"MAIL FROM:<{sender}>", 250), (f"RCPT TO:<{rcpt}>", 250), ("DATA", 354)):
+            r = self.cmd(command)
+            assert r.code == expected, f"{command}: expected {expected}, got {r!r}"
+
     def quit(self):
         r = self.cmd("QUIT")
         assert r.code == 221, f"QUIT: expected 221, got {r!r}"

@@ -202,10 +202,7 @@ def received_header(content):
 
 
 def send_message(w, body):
-    for command, expected in (("MAIL FROM:<alice@example.test>", 250), ("RCPT TO:<bob@example.test>", 250),
-                              ("DATA", 354)):
-        r = w.cmd(command)
-        assert r.code == expected, f"{command}: expected {expected}, got {r!r}"
+    w.open_data()
     r = w.cmd(body + b".")
     assert r.code == 250, f"end of DATA: expected 250, got {r!r}"
 
