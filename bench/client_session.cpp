@@ -117,6 +117,19 @@ std::string hex(const unsigned char* bytes, std::size_t n) {
   return out;
 }
 
+/// [The 220 greeting,] then EHLO and its 250. Empty on success.
+template <typename Stream>
+net::awaitable<std::string> greet(conversation<Stream>& c, bool expect_greeting, std::string& detail) {
+  reply_outcome r;
+  if (expect_greeting) {
+    r = co_await c.read_reply();
+    const std::string failure = check(detail, r, 220, "greeting");
+    if (!failure.empty()) co_return failure;
+  }
+  r = co_await c.command("EHLO bench.example.test");
+  co_return check(detail, r, 250, "ehlo");
+}
+
 template <typename Stream>
 net::awaitable<std::string> authenticate(conversation<Stream>& c, const options& o, session_result& result) {
   reply_outcome r;
@@ -170,14 +183,7 @@ net::awaitable<std::string> converse(Stream& stream, const session_setup& setup,
   const options& o = *setup.opts;
   conversation<Stream> c(stream, std::chrono::duration_cast<net::duration>(std::chrono::duration<double>(o.timeout_s)));
   reply_outcome r;
-  std::string failure;
-  if (expect_greeting) {
-    r = co_await c.read_reply();
-    failure = check(result.detail, r, 220, "greeting");
-    if (!failure.empty()) co_return failure;
-  }
-  r = co_await c.command("EHLO bench.example.test");
-  failure = check(result.detail, r, 250, "ehlo");
+  std::string failure = co_await greet(c, expect_greeting, result.detail);
   if (!failure.empty()) co_return failure;
 
   failure = co_await authenticate(c, o, result);
@@ -268,13 +274,9 @@ net::awaitable<std::string> session_body(const session_setup& setup, resume_slot
       bool clean = true;
       {
         conversation<tcp::socket> c(socket, limit);
+        failure = co_await greet(c, true, result.detail);
+        if (!failure.empty()) co_return failure;
         reply_outcome r;
-        r = co_await c.read_reply();
-        failure = check(result.detail, r, 220, "greeting");
-        if (!failure.empty()) co_return failure;
-        r = co_await c.command("EHLO bench.example.test");
-        failure = check(result.detail, r, 250, "ehlo");
-        if (!failure.empty()) co_return failure;
         r = co_await c.command("STARTTLS");
         failure = check(result.detail, r, 220, "starttls");
         if (!failure.empty()) co_return failure;
