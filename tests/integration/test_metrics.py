@@ -141,6 +141,8 @@ def test_certificate_expiry_gauge_and_readyz(smtpguard_factory, certs):
                         role="server", file=expired) == not_after, \
         [s for s in samples if s[0] == "smtpguard_certificate_not_after_timestamp_seconds"]
     assert guard.http_get("/healthz")[0] == 200
+    # The backend is checked first: wait for its probe, so the certificate is what is judged.
+    assert wait_until(lambda: metric_value(guard.metrics(), "smtpguard_backend_up") == 1, timeout=10)
     status, body = guard.http_get("/readyz")
     assert status == 503 and "expired" in body, f"/readyz with an expired certificate: {status} {body!r}"
 
