@@ -17,10 +17,9 @@ namespace {
 
 using asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
-using tls_stream = asio::ssl::stream<tcp::socket>;
+using tls_stream = net::tls_stream;
 
 constexpr std::size_t max_reply_line = 2048;
-constexpr auto shutdown_limit = std::chrono::seconds(2);
 
 int resume_slot_index() {
   static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -221,7 +220,7 @@ net::awaitable<std::string> handshake(tls_stream& tls, const options& o, resume_
   SSL* ssl = tls.native_handle();
   SSL_set_tlsext_host_name(ssl, o.server_name.c_str());
   if (!o.insecure) {
-    tls.set_verify_mode(asio::ssl::verify_peer);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
     X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), o.server_name.data(), o.server_name.size());
   }
   if (slot != nullptr) {
@@ -229,19 +228,19 @@ net::awaitable<std::string> handshake(tls_stream& tls, const options& o, resume_
     if (slot->session) SSL_set_session(ssl, slot->session.get());
   }
   const auto limit = std::chrono::duration_cast<net::duration>(std::chrono::duration<double>(o.timeout_s));
-  auto done = co_await net::with_timeout(tls.async_handshake(asio::ssl::stream_base::client, net::as_result), limit);
+  auto done = co_await net::with_timeout(tls.handshake(), limit);
   if (!done) co_return std::string("timeout");
-  if (std::get<0>(*done)) co_return std::string("tls");
+  if (*done) co_return std::string("tls");
   result.resumed = SSL_session_reused(ssl) != 0;
   co_return std::string{};
 }
 
 net::awaitable<void> close_tls(tls_stream& tls) {
   // Best effort close_notify; the session is already measured.
-  auto ignored = co_await net::with_timeout(tls.async_shutdown(net::as_result), shutdown_limit);
-  (void)ignored;
+  tls.shutdown();
   std::error_code ec;
-  tls.lowest_layer().close(ec);
+  tls.socket().close(ec);
+  co_return;
 }
 
 net::awaitable<std::string> session_body(const session_setup& setup, resume_slot* slot,
@@ -263,7 +262,7 @@ net::awaitable<std::string> session_body(const session_setup& setup, resume_slot
       co_return failure;
     }
     case tls_mode::smtps: {
-      tls_stream tls(std::move(socket), *setup.tls);
+      tls_stream tls(std::move(socket), setup.tls->native_handle(), net::tls_role::client);
       failure = co_await handshake(tls, o, slot, result);
       if (!failure.empty()) co_return failure;
       failure = co_await converse(tls, setup, true, hold_until, result);
@@ -283,7 +282,7 @@ net::awaitable<std::string> session_body(const session_setup& setup, resume_slot
         clean = !c.framer_has_buffered();
       }
       if (!clean) co_return std::string("starttls_extra_bytes");
-      tls_stream tls(std::move(socket), *setup.tls);
+      tls_stream tls(std::move(socket), setup.tls->native_handle(), net::tls_role::client);
       failure = co_await handshake(tls, o, slot, result);
       if (!failure.empty()) co_return failure;
       failure = co_await converse(tls, setup, false, hold_until, result);

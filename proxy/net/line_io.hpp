@@ -3,13 +3,13 @@
 // a deadline and a write buffer that is flushed only before we block on a
 // read, which is what makes replies to pipelined commands go out together
 // (RFC 2920 section 3.2).
-#include <array>
-#include <asio/buffer.hpp>
-#include <asio/write.hpp>
+#include <span>
 #include <string>
 #include <string_view>
 
-#include "net/timeout.hpp"
+#include "net/deadline.hpp"
+#include "net/socket_io.hpp"
+#include "net/tls_stream.hpp"
 #include "smtp/line_framer.hpp"
 
 namespace smtpguard::net {
@@ -25,10 +25,16 @@ class reply_observer {
   ~reply_observer() = default;
 };
 
+/// The buffer every raw read of the thread lands in. Shared by all the
+/// connections of the thread, so what is read must be used before the next
+/// suspension: a connection holds no read buffer while it waits.
+std::span<char> read_buffer();
+
 template <typename Stream>
 class line_io {
  public:
-  line_io(Stream& stream, std::size_t max_line) : stream_(stream), framer_(max_line) {}
+  line_io(Stream& stream, std::size_t max_line)
+      : stream_(stream), deadline_(lowest_socket(stream)), framer_(max_line) {}
 
   Stream& stream() noexcept { return stream_; }
   smtp::line_framer& framer() noexcept { return framer_; }
@@ -44,9 +50,20 @@ class line_io {
   /// Writes everything queued. False if the peer is gone or too slow.
   awaitable<bool> flush(duration limit) {
     if (output_.empty()) co_return true;
-    auto written = co_await with_timeout(asio::async_write(stream_, asio::buffer(output_), as_result), limit);
-    output_.clear();
-    co_return written && !std::get<0>(*written);
+    const bool written = co_await send(output_, limit);
+    if (output_.capacity() > kept_capacity)
+      output_ = std::string();
+    else
+      output_.clear();
+    co_return written;
+  }
+
+  /// Writes `bytes` without copying them (bulk content); anything queued goes first.
+  awaitable<bool> write(std::string_view bytes, duration limit) {
+    const bool flushed = co_await flush(limit);
+    if (!flushed) co_return false;
+    const bool written = co_await send(bytes, limit);
+    co_return written;
   }
 
   /// Next complete line; flushes queued output first if it has to wait.
@@ -67,17 +84,29 @@ class line_io {
     }
   }
 
-  /// Reads one chunk of raw bytes; `out` views them until the next read.
+  /// Reads one chunk of raw bytes; `out` views them only until the caller
+  /// next suspends (see read_buffer()).
   awaitable<read_status> read_raw(std::string_view& out, duration limit) {
-    auto got = co_await with_timeout(stream_.async_read_some(asio::buffer(input_), as_result), limit);
-    if (!got) co_return read_status::timeout;
-    auto [error, n] = *got;
-    if (error || n == 0) co_return read_status::closed;
-    out = std::string_view(input_.data(), n);
+    const auto buffer = read_buffer();
+    deadline_.arm(limit);
+    const io_result got = co_await read_some(stream_, buffer);
+    deadline_.disarm();
+    if (got.error || got.bytes == 0) co_return deadline_.expired() ? read_status::timeout : read_status::closed;
+    out = std::string_view(buffer.data(), got.bytes);
     co_return read_status::line;
   }
 
  private:
+  // An idle connection keeps no bigger write buffer than this.
+  static constexpr std::size_t kept_capacity = 4096;
+
+  awaitable<bool> send(std::string_view bytes, duration limit) {
+    deadline_.arm(limit);
+    const std::error_code error = co_await write_all(stream_, bytes);
+    deadline_.disarm();
+    co_return !error;
+  }
+
   awaitable<read_status> read_more(duration limit) {
     std::string_view chunk;
     const auto status = co_await read_raw(chunk, limit);
@@ -86,10 +115,10 @@ class line_io {
   }
 
   Stream& stream_;
+  deadline deadline_;
   smtp::line_framer framer_;
   std::string output_;
   reply_observer* observer_ = nullptr;
-  std::array<char, 16384> input_{};
 };
 
 }  // namespace smtpguard::net

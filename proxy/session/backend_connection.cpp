@@ -3,6 +3,7 @@
 #include <asio/connect.hpp>
 
 #include "log.hpp"
+#include "net/timeout.hpp"
 
 namespace smtpguard::session {
 namespace {
@@ -36,15 +37,25 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
                                                                              metrics* stats) {
   auto executor = co_await asio::this_coro::executor;
   failed_stage = "connect";
-  net::tcp::resolver resolver(executor);
-  auto resolved = co_await net::with_timeout(
-      resolver.async_resolve(backend.address.host, std::to_string(backend.address.port), net::as_result),
-      timeouts.backend_connect);
-  if (!resolved || std::get<0>(*resolved)) co_return nullptr;
   net::tcp::socket socket(executor);
-  auto connected = co_await net::with_timeout(
-      asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
-  if (!connected || std::get<0>(*connected)) co_return nullptr;
+  // A literal address needs no lookup (the lookup runs on another thread).
+  std::error_code not_literal;
+  const auto literal = asio::ip::make_address(backend.address.host, not_literal);
+  if (!not_literal) {
+    const net::tcp::endpoint endpoint(literal, backend.address.port);
+    auto connected = co_await net::with_timeout(socket.async_connect(endpoint, net::as_result),
+                                                timeouts.backend_connect);
+    if (!connected || std::get<0>(*connected)) co_return nullptr;
+  } else {
+    net::tcp::resolver resolver(executor);
+    auto resolved = co_await net::with_timeout(
+        resolver.async_resolve(backend.address.host, std::to_string(backend.address.port), net::as_result),
+        timeouts.backend_connect);
+    if (!resolved || std::get<0>(*resolved)) co_return nullptr;
+    auto connected = co_await net::with_timeout(
+        asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
+    if (!connected || std::get<0>(*connected)) co_return nullptr;
+  }
   socket.set_option(net::tcp::no_delay(true));
 
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
@@ -97,8 +108,7 @@ net::awaitable<bool> backend_connection::write(std::string_view bytes) {
     fail(backend_failure::protocol);
     co_return false;
   }
-  io_.queue(bytes);
-  const bool sent = co_await io_.flush(timeouts_.data_block);
+  const bool sent = co_await io_.write(bytes, timeouts_.data_block);
   if (sent) co_return true;
   fail(backend_failure::gone);
   co_return false;

@@ -3,7 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <asio/ssl/stream.hpp>
+#include <asio/write.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -15,6 +15,7 @@
 #include "log.hpp"
 #include "net/connection_limits.hpp"
 #include "net/line_io.hpp"
+#include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "session/backend_connection.hpp"
 #include "smtp/capabilities.hpp"
@@ -30,7 +31,7 @@ namespace smtpguard::session {
 namespace {
 
 namespace replies = smtp::replies;
-using tls_stream = asio::ssl::stream<net::tcp::socket>;
+using tls_stream = net::tls_stream;
 using std::chrono::seconds;
 using steady_clock = std::chrono::steady_clock;
 
@@ -187,14 +188,14 @@ class client_session final : public net::reply_observer {
         .add("listener", listener_.name);
     const auto started = steady_clock::now();
     if (listener_.tls == tls_mode::implicit) {
-      tls_stream stream(std::move(socket), *rt_.tls);
-      socket_ = &stream.next_layer();
+      tls_stream stream(std::move(socket), rt_.tls->native_handle());
+      socket_ = &stream.socket();
       co_await serve_tls(stream);
     } else {
       ended_ = co_await serve(socket);
       if (ended_ == outcome::start_tls) {
-        tls_stream stream(std::move(socket), *rt_.tls);
-        socket_ = &stream.next_layer();
+        tls_stream stream(std::move(socket), rt_.tls->native_handle());
+        socket_ = &stream.socket();
         // RFC 3207 section 4.2: forget everything learned before TLS.
         state_ = smtp::after_starttls();
         co_await serve_tls(stream);
@@ -237,13 +238,12 @@ class client_session final : public net::reply_observer {
 
   net::awaitable<bool> handshake(tls_stream& stream) {
     tls::request_client_certificate(stream.native_handle(), client_certificates_);
-    auto done = co_await net::with_timeout(stream.async_handshake(tls_stream::server, net::as_result),
-                                           settings_.timeouts.tls_handshake);
-    if (!done || std::get<0>(*done)) {
+    auto done = co_await net::with_timeout(stream.handshake(), settings_.timeouts.tls_handshake);
+    if (!done || *done) {
       // A refused client certificate is the likeliest cause worth naming.
       std::string reason = tls::verification_failure(stream.native_handle());
       const bool certificate = !reason.empty();
-      if (!certificate) reason = done ? std::get<0>(*done).message() : "timeout";
+      if (!certificate) reason = done ? done->message() : "timeout";
       rt_.stats->tls_handshake(listener_.name, "", "",
                                certificate ? "client_certificate" : done ? "error" : "timeout");
       if (certificate) rt_.stats->client_certificate(certificate_result(reason));
@@ -286,8 +286,7 @@ class client_session final : public net::reply_observer {
     const outcome result = co_await serve(stream);
     ended_ = result;
     // After QUIT, say goodbye properly; otherwise the peer is already gone.
-    if (result == outcome::quit)
-      co_await net::with_timeout(stream.async_shutdown(net::as_result), seconds(2));
+    if (result == outcome::quit) stream.shutdown();
   }
 
   // --- the command loop ------------------------------------------------------
@@ -890,14 +889,13 @@ class client_session final : public net::reply_observer {
     for (;;) {
       const auto fed = reframer.feed(input, to_backend);
       if (reframer.error() != smtp::reframe_error::none) to_backend.clear();
+      // `input` may view the thread's read buffer: use it up before suspending.
+      if (fed.done) io.framer().feed(input.substr(fed.consumed));
       if (backend_ok && !to_backend.empty()) {
         backend_ok = co_await backend_->write(to_backend);
         to_backend.clear();
       }
-      if (fed.done) {
-        io.framer().feed(input.substr(fed.consumed));
-        break;
-      }
+      if (fed.done) break;
       net::duration limit = block_limit - idle;
       const bool window_bound = min_rate > 0 && window - waited < limit;
       if (window_bound) limit = window - waited;

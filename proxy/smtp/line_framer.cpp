@@ -3,6 +3,11 @@
 #include <cstring>
 
 namespace smtpguard::smtp {
+namespace {
+
+constexpr std::size_t kept_capacity = 4096;
+
+}  // namespace
 
 line_framer::line_framer(std::size_t max_length) : max_length_(max_length) {}
 
@@ -16,7 +21,11 @@ void line_framer::feed(std::string_view bytes) {
   }
   if (bytes.empty()) return;
   if (start_ > 0) {
-    buffer_.erase(0, start_);
+    // A burst of pipelined input must not stay allocated while the session idles.
+    if (start_ == buffer_.size() && buffer_.capacity() > kept_capacity)
+      buffer_ = std::string();
+    else
+      buffer_.erase(0, start_);
     start_ = 0;
   }
   buffer_.append(bytes.data(), bytes.size());
@@ -56,7 +65,7 @@ bool line_framer::has_buffered() const noexcept { return start_ < buffer_.size()
 
 std::string line_framer::take_buffered() {
   std::string rest = buffer_.substr(start_);
-  buffer_.clear();
+  buffer_ = std::string();
   start_ = 0;
   return rest;
 }
