@@ -48,6 +48,14 @@ class data_reframer {
   std::uint64_t size() const noexcept { return size_; }
 
  private:
+  // The fast path: input that leaves exactly as it came, passed on in large
+  // pieces. Each returns where it stopped; `p` when it could take nothing.
+  const char* pass_plain_lines(const char* p, const char* end, std::string& out);     // from a line start
+  const char* continue_plain_line(const char* p, const char* end, std::string& out);  // from inside a line
+  const char* plain_end(const char* p, const char* end) const noexcept;  // how far the size limit allows
+  std::size_t longest_line() const noexcept;
+  // One step of the octet-level scanner, for everything else.
+  const char* step(const char* p, const char* end, std::string& out);
   void emit(std::string& out, const char* data, std::size_t length) const;
   void emit_content(std::string& out, const char* data, std::size_t length);  // counted in size_
   bool end_line(bool canonical, std::string& out);  // true at the end of the message
