@@ -15,8 +15,6 @@ namespace {
 
 // Big enough for several full TLS records per system call.
 constexpr std::size_t receive_buffer_size = 64 * 1024;
-// An idle connection keeps no more output buffer than this.
-constexpr std::size_t kept_output_capacity = 4096;
 
 std::span<char> receive_buffer() {
   thread_local std::unique_ptr<char[]> buffer;
@@ -69,6 +67,10 @@ tls_stream::tls_stream(tcp::socket socket, SSL_CTX* context, tls_role role) : so
   BIO_set_data(bio, this);
   BIO_set_init(bio, 1);
   SSL_set_bio(ssl_, bio, bio);  // one reference, owned by the SSL from here on
+  // Frees the handshake configuration (certificates, verification and
+  // cipher settings) once the handshake is done: idle sessions keep only the
+  // connection's own state.
+  SSL_set_shed_handshake_config(ssl_, 1);
   if (role == tls_role::server)
     SSL_set_accept_state(ssl_);
   else
@@ -145,10 +147,7 @@ std::error_code tls_stream::send_pending_now() {
   const std::size_t sent = send_now(socket_, output_, would_block, error);
   if (error) return error;
   if (sent == output_.size()) {
-    if (output_.capacity() > kept_output_capacity)
-      output_ = std::string();
-    else
-      output_.clear();
+    output_ = std::string();  // an idle connection keeps no output buffer
   } else {
     output_.erase(0, sent);
   }

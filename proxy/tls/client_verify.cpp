@@ -274,8 +274,11 @@ peer_certificate inspect_peer(const SSL* ssl) {
                  nullptr))
     peer.sha256 = hex(digest, digest_size);
 
+  // -1: the handshake configuration was shed once the handshake ended. A
+  // client only sends a certificate when asked for one, so it was asked.
   const int mode = SSL_get_verify_mode(ssl);
-  peer.verified = mode > 0 && (mode & SSL_VERIFY_PEER) && SSL_get_verify_result(ssl) == X509_V_OK;
+  const bool requested = mode < 0 || (mode & SSL_VERIFY_PEER) != 0;
+  peer.verified = requested && SSL_get_verify_result(ssl) == X509_V_OK;
 
   bssl::UniquePtr<X509> cert(SSL_get_peer_certificate(ssl));
   if (!cert) return peer;
