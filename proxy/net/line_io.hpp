@@ -89,7 +89,10 @@ class line_io {
   awaitable<read_status> read_raw(std::string_view& out, duration limit) {
     const auto buffer = read_buffer();
     deadline_.arm(limit);
-    const io_result got = co_await read_some(stream_, buffer);
+    // Right after we said something, the peer is still answering it.
+    const bool wait_first = sent_since_read_;
+    sent_since_read_ = false;
+    const io_result got = co_await read_some(stream_, buffer, wait_first);
     deadline_.disarm();
     if (got.error || got.bytes == 0) co_return deadline_.expired() ? read_status::timeout : read_status::closed;
     out = std::string_view(buffer.data(), got.bytes);
@@ -104,6 +107,7 @@ class line_io {
     deadline_.arm(limit);
     const std::error_code error = co_await write_all(stream_, bytes);
     deadline_.disarm();
+    sent_since_read_ = true;
     co_return !error;
   }
 
@@ -119,6 +123,7 @@ class line_io {
   smtp::line_framer framer_;
   std::string output_;
   reply_observer* observer_ = nullptr;
+  bool sent_since_read_ = false;
 };
 
 }  // namespace smtpguard::net

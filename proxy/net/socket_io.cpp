@@ -68,7 +68,11 @@ awaitable<std::error_code> wait_writable(tcp::socket& socket) {
   co_return error;
 }
 
-awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer) {
+awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool wait_first) {
+  if (wait_first) {
+    const std::error_code waited = co_await wait_readable(socket);
+    if (waited) co_return io_result{waited, 0};
+  }
   for (;;) {
     bool would_block = false;
     std::error_code error;

@@ -19,7 +19,9 @@ struct io_result {
 };
 
 /// One read of at most buffer.size() bytes (waits while nothing is there).
-awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer);
+/// With `wait_first`, for when the peer is known to be answering something
+/// just sent, the read is not tried before waiting (it would find nothing).
+awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool wait_first = false);
 /// Writes every byte, waiting for room as needed.
 awaitable<std::error_code> write_all(tcp::socket& socket, std::string_view bytes);
 
@@ -29,7 +31,8 @@ awaitable<std::error_code> write_all(tcp::socket& socket, std::string_view bytes
 std::size_t receive_now(tcp::socket& socket, std::span<char> buffer, bool& would_block, std::error_code& error);
 std::size_t send_now(tcp::socket& socket, std::string_view bytes, bool& would_block, std::error_code& error);
 
-/// Waits until the socket is readable / writable.
+/// Waits until the socket is readable / writable. Safe whenever called: the
+/// reactor re-arms the descriptor, which reports data already there.
 awaitable<std::error_code> wait_readable(tcp::socket& socket);
 awaitable<std::error_code> wait_writable(tcp::socket& socket);
 

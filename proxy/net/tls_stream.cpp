@@ -198,9 +198,11 @@ awaitable<std::error_code> tls_stream::handshake() {
   }
 }
 
-awaitable<io_result> tls_stream::read_some(std::span<char> buffer) {
+awaitable<io_result> tls_stream::read_some(std::span<char> buffer, bool wait_first) {
   const std::size_t limit = std::min(buffer.size(), static_cast<std::size_t>(INT_MAX));
   bool fresh = false;  // input_ came from the socket in this iteration
+  // Only when nothing is left over: pending bytes may hold a whole command.
+  bool skip_receive = wait_first && pending_.empty() && SSL_pending(ssl_) == 0;
   for (;;) {
     if (!fresh) use_pending_input();
     fresh = false;
@@ -225,8 +227,9 @@ awaitable<io_result> tls_stream::read_some(std::span<char> buffer) {
     if (got > 0) co_return io_result{{}, got};
     if (error) co_return io_result{error, 0};
     if (sent) co_return io_result{sent, 0};
-    bool would_block = false;
-    const std::size_t n = receive_now(socket_, receive_buffer(), would_block, error);
+    bool would_block = true;
+    const std::size_t n = skip_receive ? 0 : receive_now(socket_, receive_buffer(), would_block, error);
+    skip_receive = false;
     if (n > 0) {
       use_received_input(n);
       fresh = true;
@@ -254,11 +257,17 @@ awaitable<std::error_code> tls_stream::write_all(std::string_view bytes) {
     }
     bytes.remove_prefix(static_cast<std::size_t>(n));
   }
+  if (close_after_write_ && !shut_down_) {
+    shut_down_ = true;
+    SSL_shutdown(ssl_);
+  }
   const std::error_code flushed = co_await flush();
   co_return flushed;
 }
 
 void tls_stream::shutdown() noexcept {
+  if (shut_down_) return;
+  shut_down_ = true;
   ERR_clear_error();
   if (SSL_shutdown(ssl_) < 0) return;
   send_pending_now();

@@ -31,11 +31,14 @@ class tls_stream {
   tcp::socket& socket() noexcept { return socket_; }
 
   awaitable<std::error_code> handshake();
-  /// Decrypted bytes, at most buffer.size(); eof after the peer's close_notify or close.
-  awaitable<io_result> read_some(std::span<char> buffer);
+  /// Decrypted bytes, at most buffer.size(); eof after the peer's close_notify
+  /// or close. `wait_first`: as for plain sockets (socket_io.hpp).
+  awaitable<io_result> read_some(std::span<char> buffer, bool wait_first = false);
   awaitable<std::error_code> write_all(std::string_view bytes);
   /// Sends close_notify if the socket takes it now; never waits for the peer's.
   void shutdown() noexcept;
+  /// The next write_all() ends with close_notify, in the same packet.
+  void close_after_next_write() noexcept { close_after_write_ = true; }
 
   // The BIO's side (called from inside BoringSSL).
   int bio_read(char* out, int length) noexcept;
@@ -61,16 +64,21 @@ class tls_stream {
   bool input_is_pending_ = false;
   std::string pending_;  // ciphertext received, not yet given to the TLS library
   std::string output_;   // ciphertext produced, not yet taken by the socket
+  bool close_after_write_ = false;
+  bool shut_down_ = false;
 };
 
 /// Stream-agnostic calls used by the line I/O layer.
-inline awaitable<io_result> read_some(tls_stream& stream, std::span<char> buffer) {
-  return stream.read_some(buffer);
+inline awaitable<io_result> read_some(tls_stream& stream, std::span<char> buffer, bool wait_first) {
+  return stream.read_some(buffer, wait_first);
 }
 inline awaitable<std::error_code> write_all(tls_stream& stream, std::string_view bytes) {
   return stream.write_all(bytes);
 }
 inline tcp::socket& lowest_socket(tls_stream& stream) noexcept { return stream.socket(); }
 inline tcp::socket& lowest_socket(tcp::socket& socket) noexcept { return socket; }
+/// Lets the goodbye reply and the end of the connection leave together.
+inline void close_after_next_write(tls_stream& stream) noexcept { stream.close_after_next_write(); }
+inline void close_after_next_write(tcp::socket&) noexcept {}
 
 }  // namespace smtpguard::net

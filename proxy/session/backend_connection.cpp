@@ -1,5 +1,7 @@
 #include "session/backend_connection.hpp"
 
+#include <unistd.h>
+
 #include <asio/connect.hpp>
 
 #include "log.hpp"
@@ -41,11 +43,13 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
   // A literal address needs no lookup (the lookup runs on another thread).
   std::error_code not_literal;
   const auto literal = asio::ip::make_address(backend.address.host, not_literal);
+  net::tcp protocol = net::tcp::v4();
   if (!not_literal) {
     const net::tcp::endpoint endpoint(literal, backend.address.port);
     auto connected = co_await net::with_timeout(socket.async_connect(endpoint, net::as_result),
                                                 timeouts.backend_connect);
     if (!connected || std::get<0>(*connected)) co_return nullptr;
+    protocol = endpoint.protocol();
   } else {
     net::tcp::resolver resolver(executor);
     auto resolved = co_await net::with_timeout(
@@ -55,8 +59,20 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     auto connected = co_await net::with_timeout(
         asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
     if (!connected || std::get<0>(*connected)) co_return nullptr;
+    protocol = std::get<1>(*connected).protocol();
   }
-  socket.set_option(net::tcp::no_delay(true));
+  std::error_code error;
+  socket.set_option(net::tcp::no_delay(true), error);
+  // Waiting for the connect left the descriptor watched for writability too,
+  // which would wake the loop after every command we send. Registered
+  // afresh, it is watched for input only.
+  const auto descriptor = socket.release(error);
+  if (error) co_return nullptr;
+  socket.assign(protocol, descriptor, error);
+  if (error) {
+    ::close(descriptor);
+    co_return nullptr;
+  }
 
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
   connection->stats_ = stats;

@@ -441,6 +441,7 @@ class client_session final : public net::reply_observer {
         co_return outcome::next;
       case smtp::effect::quit:
         io.queue(decision.reply);
+        net::close_after_next_write(io.stream());
         co_await io.flush(last_words_timeout);
         co_return outcome::quit;
     }
