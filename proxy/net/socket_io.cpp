@@ -4,6 +4,7 @@
 
 #include <asio/error.hpp>
 #include <cerrno>
+#include <tuple>
 
 namespace smtpguard::net {
 
@@ -58,28 +59,18 @@ std::size_t send_now(tcp::socket& socket, std::string_view bytes, bool& would_bl
   return sent;
 }
 
-awaitable<std::error_code> wait_readable(tcp::socket& socket) {
-  auto [error] = co_await socket.async_wait(tcp::socket::wait_read, as_result);
-  co_return error;
-}
-
-awaitable<std::error_code> wait_writable(tcp::socket& socket) {
-  auto [error] = co_await socket.async_wait(tcp::socket::wait_write, as_result);
-  co_return error;
-}
-
 awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool wait_first) {
   if (wait_first) {
-    const std::error_code waited = co_await wait_readable(socket);
-    if (waited) co_return io_result{waited, 0};
+    const std::tuple<std::error_code> waited = co_await socket.async_wait(tcp::socket::wait_read, as_result);
+    if (std::get<0>(waited)) co_return io_result{std::get<0>(waited), 0};
   }
   for (;;) {
     bool would_block = false;
     std::error_code error;
     const std::size_t n = receive_now(socket, buffer, would_block, error);
     if (!would_block) co_return io_result{error, n};
-    const std::error_code waited = co_await wait_readable(socket);
-    if (waited) co_return io_result{waited, 0};
+    const std::tuple<std::error_code> waited = co_await socket.async_wait(tcp::socket::wait_read, as_result);
+    if (std::get<0>(waited)) co_return io_result{std::get<0>(waited), 0};
   }
 }
 
@@ -91,8 +82,8 @@ awaitable<std::error_code> write_all(tcp::socket& socket, std::string_view bytes
     if (error) co_return error;
     bytes.remove_prefix(n);
     if (bytes.empty()) co_return std::error_code();
-    const std::error_code waited = co_await wait_writable(socket);
-    if (waited) co_return waited;
+    const std::tuple<std::error_code> waited = co_await socket.async_wait(tcp::socket::wait_write, as_result);
+    if (std::get<0>(waited)) co_return std::get<0>(waited);
   }
 }
 

@@ -25,15 +25,12 @@ awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool
 /// Writes every byte, waiting for room as needed.
 awaitable<std::error_code> write_all(tcp::socket& socket, std::string_view bytes);
 
-/// The non-waiting halves, for streams built on top of a socket.
+/// The non-waiting halves, for streams built on top of a socket. To wait,
+/// socket.async_wait() is safe whenever called: the reactor re-arms the
+/// descriptor, which reports data already there.
 /// receive_now: bytes read, 0 with `would_block` set when nothing is there,
 /// or an error (eof when closed). send_now: bytes sent, possibly fewer.
 std::size_t receive_now(tcp::socket& socket, std::span<char> buffer, bool& would_block, std::error_code& error);
 std::size_t send_now(tcp::socket& socket, std::string_view bytes, bool& would_block, std::error_code& error);
-
-/// Waits until the socket is readable / writable. Safe whenever called: the
-/// reactor re-arms the descriptor, which reports data already there.
-awaitable<std::error_code> wait_readable(tcp::socket& socket);
-awaitable<std::error_code> wait_writable(tcp::socket& socket);
 
 }  // namespace smtpguard::net

@@ -9,6 +9,7 @@
 #include <climits>
 #include <memory>
 #include <stdexcept>
+#include <tuple>
 
 namespace smtpguard::net {
 namespace {
@@ -159,8 +160,8 @@ awaitable<std::error_code> tls_stream::flush() {
     const std::error_code error = send_pending_now();
     if (error) co_return error;
     if (output_.empty()) co_return std::error_code();
-    const std::error_code waited = co_await wait_writable(socket_);
-    if (waited) co_return waited;
+    const std::tuple<std::error_code> waited = co_await socket_.async_wait(tcp::socket::wait_write, as_result);
+    if (std::get<0>(waited)) co_return std::get<0>(waited);
   }
 }
 
@@ -192,8 +193,8 @@ awaitable<std::error_code> tls_stream::handshake() {
         break;
       }
       if (error) co_return error;
-      const std::error_code waited = co_await wait_readable(socket_);
-      if (waited) co_return waited;
+      const std::tuple<std::error_code> waited = co_await socket_.async_wait(tcp::socket::wait_read, as_result);
+      if (std::get<0>(waited)) co_return std::get<0>(waited);
     }
   }
 }
@@ -240,8 +241,8 @@ awaitable<io_result> tls_stream::read_some(std::span<char> buffer, bool wait_fir
       const std::error_code flushed = co_await flush();
       if (flushed) co_return io_result{flushed, 0};
     }
-    const std::error_code waited = co_await wait_readable(socket_);
-    if (waited) co_return io_result{waited, 0};
+    const std::tuple<std::error_code> waited = co_await socket_.async_wait(tcp::socket::wait_read, as_result);
+    if (std::get<0>(waited)) co_return io_result{std::get<0>(waited), 0};
   }
 }
 
