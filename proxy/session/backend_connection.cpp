@@ -104,7 +104,8 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
 }
 
 net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::string_view line) {
-  if (out_of_step()) {
+  // With replies outstanding, the next one read would not be this command's.
+  if (outstanding_ > 0 || out_of_step()) {
     fail(backend_failure::protocol);
     co_return std::nullopt;
   }
@@ -119,8 +120,21 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::stri
   co_return answer;
 }
 
+bool backend_connection::queue_command(std::string_view line) {
+  // Replies to the group's earlier commands may arrive at any time; only the
+  // first command of a group can tell a stray byte from an answer.
+  if (outstanding_ == 0 && out_of_step()) {
+    fail(backend_failure::protocol);
+    return false;
+  }
+  io_.queue(line);
+  io_.queue("\r\n");
+  ++outstanding_;
+  return true;
+}
+
 net::awaitable<bool> backend_connection::write(std::string_view bytes) {
-  if (out_of_step()) {
+  if (outstanding_ > 0 || out_of_step()) {
     fail(backend_failure::protocol);
     co_return false;
   }
@@ -131,6 +145,7 @@ net::awaitable<bool> backend_connection::write(std::string_view bytes) {
 }
 
 net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::duration limit) {
+  if (outstanding_ > 0) --outstanding_;
   smtp::reply_parser parser;
   smtp::framed_line line;
   for (;;) {

@@ -43,6 +43,12 @@ class backend_connection {
   /// out of step: the command is not sent, since its reply could not be told
   /// from the stray one.
   net::awaitable<std::optional<smtp::reply>> command(std::string_view line);
+  /// A command of a pipelined group (RFC 2920): written with the next read,
+  /// its reply read with read_reply() in order. False if the backend is out
+  /// of step before the group (the connection is then closed).
+  bool queue_command(std::string_view line);
+  /// Commands queued whose replies have not been read yet.
+  std::size_t outstanding() const noexcept { return outstanding_; }
   /// Raw bytes (message content). False if the backend is gone or spoke
   /// unasked (it then never gets the rest, so never the final dot).
   net::awaitable<bool> write(std::string_view bytes);
@@ -66,6 +72,7 @@ class backend_connection {
   net::line_io<net::tcp::socket> io_;
   smtp::capabilities capabilities_;
   backend_failure failure_ = backend_failure::none;
+  std::size_t outstanding_ = 0;
   metrics* stats_ = nullptr;
 
   bool out_of_step();

@@ -6,6 +6,7 @@
 #include <asio/write.hpp>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <ctime>
 #include <optional>
 #include <string>
@@ -396,7 +397,12 @@ class client_session final : public net::reply_observer {
 
   template <typename Stream>
   net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
-    const smtp::decision decision = smtp::decide(state_, policy_, cmd);
+    smtp::decision decision = smtp::decide(state_, policy_, cmd);
+    if (!pipelined_.empty() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
+      // Decided on assumed outcomes; anything else waits for the real ones.
+      co_await settle_pipelined(io);
+      decision = smtp::decide(state_, policy_, cmd);
+    }
     switch (decision.what) {
       case smtp::effect::reply:
         if (!refuse(io, decision.reply, decision.counts_as_error)) {
@@ -727,81 +733,169 @@ class client_session final : public net::reply_observer {
     io.queue(why == backend_failure::protocol ? replies::backend_bad_reply : replies::backend_failed);
   }
 
+  // --- MAIL and RCPT, pipelined to the backend ---------------------------------
+  //
+  // When the backend has PIPELINING, MAIL and RCPT commands are queued and
+  // the commands a client pipelined go to the backend in one write (RFC 2920);
+  // the replies are read, relayed in order and settled when the group ends:
+  // at the client's last buffered command, or before any command that is not
+  // a MAIL or RCPT. Until then the session assumes they succeed (a refused
+  // MAIL makes the backend refuse the RCPTs behind it, which is relayed).
+
+  struct pipelined_command {
+    bool mail = false;
+    std::string mailbox;
+  };
+
+  /// The refusal a MAIL or RCPT gets here, before the backend sees it.
+  struct local_refusal {
+    std::string_view reply;
+    bool counts_as_error = false;
+  };
+
+  template <typename Stream>
+  net::awaitable<void> refuse_in_order(net::line_io<Stream>& io, local_refusal refusal) {
+    co_await settle_pipelined(io);
+    if (refusal.counts_as_error)
+      refuse(io, refusal.reply, true);
+    else
+      io.queue(refusal.reply);
+  }
+
+  std::optional<local_refusal> check_mail(smtp::path_argument& path) {
+    strip_auth_parameter(path);
+    if (path.has_8bit && !has_parameter(path, "SMTPUTF8")) return local_refusal{replies::utf8_needs_smtputf8};
+    for (const auto& p : path.parameters) {
+      if (p.keyword != "SIZE") continue;
+      char* end = nullptr;
+      const unsigned long long declared = std::strtoull(p.value.c_str(), &end, 10);
+      if (p.value.empty() || *end != '\0') return local_refusal{replies::syntax_error_arguments, true};
+      if (declared > settings_.limits.max_message_size) return local_refusal{replies::message_too_big};
+    }
+    if (!path.mailbox.empty() && !rt_.users->sender_allowed(state_.user, path.mailbox)) {
+      log::event("sender_refused").add("session", id_).add("user", state_.user).add("sender", path.mailbox);
+      return local_refusal{replies::sender_not_owned};
+    }
+    return std::nullopt;
+  }
+
   template <typename Stream>
   net::awaitable<void> mail(net::line_io<Stream>& io, const smtp::command& cmd) {
     auto path = smtp::parse_mail_from(cmd.argument);
     if (!path) {
-      refuse(io, replies::mail_syntax, true);
+      co_await refuse_in_order(io, {replies::mail_syntax, true});
       co_return;
     }
-    strip_auth_parameter(*path);
-    if (path->has_8bit && !has_parameter(*path, "SMTPUTF8")) {
-      io.queue(replies::utf8_needs_smtputf8);
-      co_return;
-    }
-    for (const auto& p : path->parameters) {
-      if (p.keyword != "SIZE") continue;
-      char* end = nullptr;
-      const unsigned long long declared = std::strtoull(p.value.c_str(), &end, 10);
-      if (p.value.empty() || *end != '\0') {
-        refuse(io, replies::syntax_error_arguments, true);
-        co_return;
-      }
-      if (declared > settings_.limits.max_message_size) {
-        io.queue(replies::message_too_big);
-        co_return;
-      }
-    }
-    if (!path->mailbox.empty() && !rt_.users->sender_allowed(state_.user, path->mailbox)) {
-      log::event("sender_refused").add("session", id_).add("user", state_.user).add("sender", path->mailbox);
-      io.queue(replies::sender_not_owned);
+    if (const auto refusal = check_mail(*path)) {
+      co_await refuse_in_order(io, *refusal);
       co_return;
     }
     const bool connected = co_await ensure_backend();
     if (!connected) {
-      io.queue(replies::backend_unavailable);
+      co_await refuse_in_order(io, {replies::backend_unavailable});
       co_return;
     }
     if (!parameters_supported(*path, backend_->capabilities(), true)) {
-      io.queue(replies::parameter_unsupported);
+      co_await refuse_in_order(io, {replies::parameter_unsupported});
       co_return;
     }
     const std::string line = smtp::format_mail_from(*path);
-    const int code = co_await relay_command(io, line);
-    if (code / 100 == 2) {
-      state_.in_transaction = true;
-      state_.smtputf8 = has_parameter(*path, "SMTPUTF8");
-      state_.recipients = 0;
-      sender_ = path->mailbox;
-      last_recipient_.clear();
+    const bool smtputf8 = has_parameter(*path, "SMTPUTF8");
+    if (backend_->capabilities().pipelining) {
+      if (!backend_->queue_command(line)) {
+        co_await settle_pipelined(io);
+        backend_lost(io);
+        co_return;
+      }
+      pipelined_.push_back({true, path->mailbox});
+      mail_accepted(path->mailbox, smtputf8);
+      if (!io.framer().has_line()) co_await settle_pipelined(io);
+      co_return;
     }
+    const int code = co_await relay_command(io, line);
+    if (code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
   }
 
   template <typename Stream>
   net::awaitable<void> rcpt(net::line_io<Stream>& io, const smtp::command& cmd) {
     auto path = smtp::parse_rcpt_to(cmd.argument);
     if (!path) {
-      refuse(io, replies::rcpt_syntax, true);
+      co_await refuse_in_order(io, {replies::rcpt_syntax, true});
       co_return;
     }
     if (path->has_8bit && !state_.smtputf8) {
-      io.queue(replies::utf8_needs_smtputf8);
+      co_await refuse_in_order(io, {replies::utf8_needs_smtputf8});
       co_return;
     }
     if (!backend_ || !backend_->is_open()) {
+      co_await settle_pipelined(io);
       backend_lost(io);
       co_return;
     }
     if (!parameters_supported(*path, backend_->capabilities(), false)) {
-      io.queue(replies::parameter_unsupported);
+      co_await refuse_in_order(io, {replies::parameter_unsupported});
       co_return;
     }
     const std::string line = smtp::format_rcpt_to(*path);
+    if (backend_->capabilities().pipelining) {
+      if (!backend_->queue_command(line)) {
+        co_await settle_pipelined(io);
+        backend_lost(io);
+        co_return;
+      }
+      pipelined_.push_back({false, path->mailbox});
+      ++state_.recipients;  // counted at once, so the recipient limit holds within a group
+      if (!io.framer().has_line()) co_await settle_pipelined(io);
+      co_return;
+    }
     const int code = co_await relay_command(io, line);
     if (code / 100 == 2) {
       ++state_.recipients;
       last_recipient_ = path->mailbox;
     }
+  }
+
+  void mail_accepted(const std::string& sender, bool smtputf8) {
+    state_.in_transaction = true;
+    state_.smtputf8 = smtputf8;
+    state_.recipients = 0;
+    sender_ = sender;
+    last_recipient_.clear();
+  }
+
+  /// Reads, relays and settles the replies of the queued MAIL and RCPT
+  /// commands, so the session's state is the backend's again.
+  template <typename Stream>
+  net::awaitable<void> settle_pipelined(net::line_io<Stream>& io) {
+    const std::string_view label = command_label_;
+    bool mail_refused = false;
+    while (!pipelined_.empty()) {
+      const pipelined_command sent = std::move(pipelined_.front());
+      pipelined_.pop_front();
+      command_label_ = sent.mail ? "mail" : "rcpt";
+      std::optional<smtp::reply> answer;
+      if (backend_ && backend_->is_open()) answer = co_await backend_->read_reply(settings_.timeouts.backend_reply);
+      if (!answer) {
+        // Every pipelined command gets its one reply, even with the backend gone.
+        if (backend_)
+          backend_lost(io);
+        else
+          io.queue(replies::backend_failed);
+        continue;
+      }
+      const bool accepted = answer->code / 100 == 2;
+      relay_reply(io, *answer);
+      if (sent.mail && !accepted) {
+        mail_refused = true;
+        state_.in_transaction = false;
+        state_.recipients = 0;
+      } else if (!sent.mail && accepted && state_.in_transaction) {
+        last_recipient_ = sent.mailbox;
+      } else if (!sent.mail && !accepted && !mail_refused && state_.recipients > 0) {
+        --state_.recipients;
+      }
+    }
+    command_label_ = label;
   }
 
   template <typename Stream>
@@ -1000,6 +1094,7 @@ class client_session final : public net::reply_observer {
   const listener_config& listener_;
   runtime rt_;
   std::string_view command_label_ = "greeting";
+  std::deque<pipelined_command> pipelined_;  ///< queued to the backend, replies not read yet
   std::string_view mechanism_;  ///< how the user authenticated: a SASL mechanism or "certificate"
   outcome ended_ = outcome::closed;
   net::tcp::socket* socket_ = nullptr;  ///< the connection under TLS, while serving

@@ -63,6 +63,11 @@ frame_status line_framer::next(framed_line& out) {
 
 bool line_framer::has_buffered() const noexcept { return start_ < buffer_.size(); }
 
+bool line_framer::has_line() const noexcept {
+  if (discarding_) return false;
+  return std::memchr(buffer_.data() + start_, '\n', buffer_.size() - start_) != nullptr;
+}
+
 std::string line_framer::take_buffered() {
   std::string rest = buffer_.substr(start_);
   buffer_ = std::string();

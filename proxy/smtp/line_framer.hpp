@@ -32,6 +32,8 @@ class line_framer {
   frame_status next(framed_line& out);
   /// True if unconsumed bytes remain (pipelined input).
   bool has_buffered() const noexcept;
+  /// True if a whole line is buffered: next() will not need more input.
+  bool has_line() const noexcept;
   /// Removes and returns every unconsumed byte (hand-off to the DATA re-framer).
   std::string take_buffered();
   /// Forgets everything buffered, including a pending too-long discard (STARTTLS).

@@ -138,5 +138,28 @@ TEST(smtp_line_framer, memory_stays_bounded_with_many_lines) {
   EXPECT_FALSE(framer.has_buffered());
 }
 
+TEST(smtp_line_framer, has_line_tells_whether_next_needs_input) {
+  line_framer framer(16);
+  framed_line line;
+  EXPECT_FALSE(framer.has_line());
+  framer.feed("MAIL\r\nRC");
+  EXPECT_TRUE(framer.has_line());
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_FALSE(framer.has_line());  // "RC" is buffered, but not a line
+  EXPECT_TRUE(framer.has_buffered());
+  framer.feed("PT\r\n");
+  EXPECT_TRUE(framer.has_line());
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_EQ(line.text, "RCPT");
+  // The rest of an over-long line is being dropped: its LF ends no line.
+  framer.feed("0123456789abcdefghij");
+  EXPECT_EQ(framer.next(line), frame_status::too_long);
+  EXPECT_FALSE(framer.has_line());
+  framer.feed("xyz\r\nNOOP\r\n");
+  EXPECT_TRUE(framer.has_line());
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_EQ(line.text, "NOOP");
+}
+
 }  // namespace
 }  // namespace smtpguard::smtp
