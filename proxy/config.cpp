@@ -238,7 +238,22 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
 
 void read_backend(const json& v, const std::string& path, backend_config& backend) {
   object_reader r(v, path);
-  backend.address = endpoint_at(r, "address", false);
+  // One "host:port", or several tried in order.
+  const json* addresses = r.find("address");
+  if (addresses != nullptr && addresses->is_array()) {
+    if (addresses->empty()) fail(r.path("address"), "must name at least one backend");
+    backend.addresses.clear();
+    for (std::size_t i = 0; i < addresses->size(); ++i) {
+      const std::string where = r.path("address") + "[" + std::to_string(i) + "]";
+      const json& item = (*addresses)[i];
+      auto ep = item.is_string() ? parse_endpoint(item.get<std::string>(), false) : std::nullopt;
+      if (!ep) fail(where, "expected \"host:port\" or \"[v6]:port\"");
+      backend.addresses.push_back(*ep);
+    }
+  } else {
+    backend.addresses = {endpoint_at(r, "address", false)};
+  }
+  backend.address = backend.addresses.front();
   r.get("helo_name", backend.helo_name);
   r.get_duration("health_interval", backend.health_interval, 1, 3600);
   r.finish();

@@ -68,7 +68,9 @@ struct auth_config {
 };
 
 struct backend_config {
-  endpoint address;
+  /// Tried in order: a session takes the first that connects and greets.
+  std::vector<endpoint> addresses;
+  endpoint address;  ///< the first of them, for messages about "the backend"
   std::string helo_name;  ///< default: our hostname
   std::chrono::seconds health_interval{30};
 };

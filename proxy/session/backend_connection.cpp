@@ -33,7 +33,8 @@ std::string_view to_string(backend_failure failure) noexcept {
 backend_connection::backend_connection(net::tcp::socket socket, const timeouts_config& timeouts)
     : socket_(std::move(socket)), timeouts_(timeouts), io_(socket_, max_backend_line) {}
 
-net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const backend_config& backend,
+net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const endpoint& address,
+                                                                             const std::string& helo_name,
                                                                              const timeouts_config& timeouts,
                                                                              std::string& failed_stage,
                                                                              metrics* stats) {
@@ -42,18 +43,18 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
   net::tcp::socket socket(executor);
   // A literal address needs no lookup (the lookup runs on another thread).
   std::error_code not_literal;
-  const auto literal = asio::ip::make_address(backend.address.host, not_literal);
+  const auto literal = asio::ip::make_address(address.host, not_literal);
   net::tcp protocol = net::tcp::v4();
   if (!not_literal) {
-    const net::tcp::endpoint endpoint(literal, backend.address.port);
-    auto connected = co_await net::with_timeout(socket.async_connect(endpoint, net::as_result),
+    const net::tcp::endpoint peer(literal, address.port);
+    auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result),
                                                 timeouts.backend_connect);
     if (!connected || std::get<0>(*connected)) co_return nullptr;
-    protocol = endpoint.protocol();
+    protocol = peer.protocol();
   } else {
     net::tcp::resolver resolver(executor);
     auto resolved = co_await net::with_timeout(
-        resolver.async_resolve(backend.address.host, std::to_string(backend.address.port), net::as_result),
+        resolver.async_resolve(address.host, std::to_string(address.port), net::as_result),
         timeouts.backend_connect);
     if (!resolved || std::get<0>(*resolved)) co_return nullptr;
     auto connected = co_await net::with_timeout(
@@ -83,8 +84,8 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     co_return nullptr;
   }
   failed_stage = "ehlo";
-  const std::string ehlo_line = "EHLO " + backend.helo_name;
-  const std::string helo_line = "HELO " + backend.helo_name;
+  const std::string ehlo_line = "EHLO " + helo_name;
+  const std::string helo_line = "HELO " + helo_name;
   auto ehlo = co_await connection->command(ehlo_line);
   if (ehlo && ehlo->code == 250) {
     connection->capabilities_ = smtp::parse_ehlo(*ehlo);

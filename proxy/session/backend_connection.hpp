@@ -31,7 +31,8 @@ class backend_connection {
   /// Connects and greets. On failure returns null and sets `failed_stage`
   /// ("connect", "greeting", "ehlo") for logs and metrics. With `stats`,
   /// every reply read is counted.
-  static net::awaitable<std::unique_ptr<backend_connection>> open(const backend_config& backend,
+  static net::awaitable<std::unique_ptr<backend_connection>> open(const endpoint& address,
+                                                                  const std::string& helo_name,
                                                                   const timeouts_config& timeouts,
                                                                   std::string& failed_stage,
                                                                   metrics* stats = nullptr);

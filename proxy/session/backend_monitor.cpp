@@ -50,8 +50,14 @@ net::awaitable<bool> backend_monitor::probe() {
   // The configuration this probe started with stays alive until it ends.
   const std::shared_ptr<const config> current = settings();
   const backend_config& backend = current->backend;
+  // Up when any backend answers; what it offers is what the first one that
+  // answers offers, since sessions try them in the same order.
   std::string failed_stage;
-  auto connection = co_await backend_connection::open(backend, current->timeouts, failed_stage);
+  std::unique_ptr<backend_connection> connection;
+  for (const endpoint& address : backend.addresses) {
+    connection = co_await backend_connection::open(address, backend.helo_name, current->timeouts, failed_stage);
+    if (connection) break;
+  }
   const bool was_up = up();
   if (!connection) {
     {

@@ -665,27 +665,31 @@ class client_session final : public net::reply_observer {
 
   // --- the transaction --------------------------------------------------------
 
-  /// Connects to the backend if this session has no live connection yet.
+  /// Connects to the backend if this session has no live connection yet:
+  /// the configured backends in order, the first that connects and greets.
+  /// Nothing has been sent to one that failed, so moving on is safe.
   net::awaitable<bool> ensure_backend() {
     if (backend_ && backend_->is_open()) co_return true;
-    std::string failed_stage;
     const auto started = std::chrono::steady_clock::now();
-    backend_ = co_await backend_connection::open(settings_.backend, settings_.timeouts, failed_stage, rt_.stats);
-    if (!backend_) {
+    for (const endpoint& address : settings_.backend.addresses) {
+      std::string failed_stage;
+      backend_ = co_await backend_connection::open(address, settings_.backend.helo_name, settings_.timeouts,
+                                                   failed_stage, rt_.stats);
+      if (backend_) {
+        backend_address_ = address.text;
+        break;
+      }
       rt_.stats->backend_error(failed_stage);
-      log::event("backend_failed")
-          .add("session", id_)
-          .add("backend", settings_.backend.address.text)
-          .add("stage", failed_stage);
-      co_return false;
+      log::event("backend_failed").add("session", id_).add("backend", address.text).add("stage", failed_stage);
     }
+    if (!backend_) co_return false;
     rt_.backend->update(backend_->capabilities());
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     rt_.stats->backend_connected(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     log::event("backend")
         .add("session", id_)
-        .add("backend", settings_.backend.address.text)
+        .add("backend", backend_address_)
         .add("connect_ms", static_cast<std::int64_t>(elapsed.count()));
     co_return true;
   }
@@ -725,7 +729,7 @@ class client_session final : public net::reply_observer {
     rt_.stats->backend_error("transaction");
     log::event("backend_lost")
         .add("session", id_)
-        .add("backend", settings_.backend.address.text)
+        .add("backend", backend_address_)
         .add("reason", to_string(why));
     backend_.reset();
     state_.in_transaction = false;
@@ -1095,6 +1099,7 @@ class client_session final : public net::reply_observer {
   runtime rt_;
   std::string_view command_label_ = "greeting";
   std::deque<pipelined_command> pipelined_;  ///< queued to the backend, replies not read yet
+  std::string backend_address_;              ///< the backend this session's connection goes to
   std::string_view mechanism_;  ///< how the user authenticated: a SASL mechanism or "certificate"
   outcome ended_ = outcome::closed;
   net::tcp::socket* socket_ = nullptr;  ///< the connection under TLS, while serving

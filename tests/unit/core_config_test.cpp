@@ -277,6 +277,9 @@ TEST_F(core_config, invalid_values) {
       {{set("/auth/mechanisms/0", "DIGEST-MD5")}, "auth.mechanisms[0]"},
       {{set("/auth/max_failures", 0)}, "auth.max_failures"},
       {{set("/backend/address", "backend")}, "backend.address"},
+      {{set("/backend/address", json::array())}, "backend.address"},
+      {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
+      {{set("/backend/address", json::array({"127.0.0.1:25", 25}))}, "backend.address[1]"},
       {{set("/limits/max_command_line", 511)}, "limits.max_command_line"},
       {{set("/limits/max_recipients", 0)}, "limits.max_recipients"},
       {{set("/timeouts/data_end", 599)}, "timeouts.data_end"},
@@ -290,6 +293,18 @@ TEST_F(core_config, invalid_values) {
       {{set("/log/format", "syslog")}, "log.format"},
   });
   EXPECT_TRUE(error_of({set("/listeners/1", twin)}).starts_with("listeners[1].name: duplicate listener name"));
+}
+
+TEST_F(core_config, several_backends_in_order) {
+  const config one = parse();
+  ASSERT_EQ(one.backend.addresses.size(), 1u);
+  EXPECT_EQ(one.backend.addresses[0].text, one.backend.address.text);
+  const config two = parse({set("/backend/address", json::array({"10.0.0.1:25", "[::1]:2525"}))});
+  ASSERT_EQ(two.backend.addresses.size(), 2u);
+  EXPECT_EQ(two.backend.addresses[0].host, "10.0.0.1");
+  EXPECT_EQ(two.backend.addresses[1].host, "::1");
+  EXPECT_EQ(two.backend.addresses[1].port, 2525);
+  EXPECT_EQ(two.backend.address.text, "10.0.0.1:25");  // the first, for messages about "the backend"
 }
 
 TEST_F(core_config, load_config_reads_a_file) {
