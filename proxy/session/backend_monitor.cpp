@@ -46,33 +46,45 @@ bool backend_monitor::up() const {
   return up_;
 }
 
+bool backend_monitor::down(const std::string& address) const {
+  std::lock_guard lock(mutex_);
+  return down_.contains(address);
+}
+
 net::awaitable<bool> backend_monitor::probe() {
   // The configuration this probe started with stays alive until it ends.
   const std::shared_ptr<const config> current = settings();
   const backend_config& backend = current->backend;
-  // Up when any backend answers; what it offers is what the first one that
-  // answers offers, since sessions try them in the same order.
-  std::string failed_stage;
-  std::unique_ptr<backend_connection> connection;
+  // Every backend is probed, so sessions can skip the ones that are down;
+  // what the backends offer is what the first that answers offers, since
+  // sessions try them in the same order.
+  bool any_up = false;
+  std::set<std::string> down;
   for (const endpoint& address : backend.addresses) {
-    connection = co_await backend_connection::open(address, backend.helo_name, current->timeouts, failed_stage);
-    if (connection) break;
-  }
-  const bool was_up = up();
-  if (!connection) {
+    std::string failed_stage;
+    auto connection = co_await backend_connection::open(address, backend.helo_name, current->timeouts, failed_stage);
+    bool was_down = false;
     {
       std::lock_guard lock(mutex_);
-      up_ = false;
+      was_down = down_.contains(address.text) || !up_;
     }
-    stats_.backend_up(false);
-    if (was_up) log::event("backend_down").add("backend", backend.address.text).add("stage", failed_stage);
-    co_return false;
+    if (!connection) {
+      down.insert(address.text);
+      if (!was_down) log::event("backend_down").add("backend", address.text).add("stage", failed_stage);
+      continue;
+    }
+    if (!any_up) update(connection->capabilities());
+    any_up = true;
+    if (was_down) log::event("backend_up").add("backend", address.text);
+    co_await connection->quit();
   }
-  update(connection->capabilities());
-  stats_.backend_up(true);
-  if (!was_up) log::event("backend_up").add("backend", backend.address.text);
-  co_await connection->quit();
-  co_return true;
+  {
+    std::lock_guard lock(mutex_);
+    down_ = std::move(down);
+    up_ = any_up;
+  }
+  stats_.backend_up(any_up);
+  co_return any_up;
 }
 
 net::awaitable<void> backend_monitor::run() {

@@ -4,6 +4,8 @@
 // connection exists advertises only what the backend really supports.
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 
 #include "config.hpp"
 #include "metrics.hpp"
@@ -24,10 +26,12 @@ class backend_monitor {
   /// Records what a session's own backend connection saw.
   void update(const smtp::capabilities& seen);
   bool up() const;
+  /// True if the last probe of this backend (by its address as written) failed.
+  bool down(const std::string& address) const;
 
   /// Probes forever (until cancelled or the context stops).
   net::awaitable<void> run();
-  /// One probe; true if the backend answered EHLO.
+  /// One probe of every backend; true if any answered EHLO.
   net::awaitable<bool> probe();
 
  private:
@@ -38,6 +42,7 @@ class backend_monitor {
   mutable std::mutex mutex_;
   std::shared_ptr<const smtp::capabilities> capabilities_;
   bool up_ = false;
+  std::set<std::string> down_;  ///< backends whose last probe failed
 };
 
 }  // namespace smtpguard::session

@@ -671,7 +671,15 @@ class client_session final : public net::reply_observer {
   net::awaitable<bool> ensure_backend() {
     if (backend_ && backend_->is_open()) co_return true;
     const auto started = std::chrono::steady_clock::now();
-    for (const endpoint& address : settings_.backend.addresses) {
+    // The backends the health probe last found up first, in their order; the
+    // others after them, since the probe may be out of date.
+    std::vector<const endpoint*> order;
+    for (const endpoint& address : settings_.backend.addresses)
+      if (!rt_.backend->down(address.text)) order.push_back(&address);
+    for (const endpoint& address : settings_.backend.addresses)
+      if (rt_.backend->down(address.text)) order.push_back(&address);
+    for (const endpoint* candidate : order) {
+      const endpoint& address = *candidate;
       std::string failed_stage;
       backend_ = co_await backend_connection::open(address, settings_.backend.helo_name, settings_.timeouts,
                                                    failed_stage, rt_.stats);

@@ -31,20 +31,56 @@ def log_events(guard, event):
     return [line for line in read_text(guard.stderr_path).splitlines() if f"event={event} " in line]
 
 
-def test_first_backend_refusing_connections_is_skipped(smtpguard_factory, recorder):
+def session_failures(guard, address):
+    return [line for line in log_events(guard, "backend_failed")
+            if "session=" in line and f"backend={address} " in line]
+
+
+def test_backend_down_at_the_probe_is_not_tried_first(smtpguard_factory, recorder):
     down = f"127.0.0.1:{free_port()}"
     guard = start(smtpguard_factory, [down, recorder.address])
+    assert wait_until(lambda: metric_value(guard.metrics(), "smtpguard_backend_up") == 1, 5)
     before = metric_value(guard.metrics(), "smtpguard_backend_errors_total", stage="connect") or 0
     end = send_one(guard, "failover")
     assert end.code == 250, f"end of DATA: {end!r}"
     [msg] = recorder.expect_exactly(1)
     assert b"Subject: failover" in msg.content
-    failed = [line for line in log_events(guard, "backend_failed") if "session=" in line]
-    assert failed and all(f"backend={down} " in line and "stage=connect" in line for line in failed), failed
+    # The probe found it down: the session went straight to the second.
+    assert session_failures(guard, down) == []
     assert any(f"backend={recorder.address} " in line for line in log_events(guard, "backend")), \
         log_events(guard, "backend")
+    after = metric_value(guard.metrics(), "smtpguard_backend_errors_total", stage="connect") or 0
+    assert after == before, f"backend connect errors {before} -> {after}"
+
+
+def test_backend_gone_since_the_probe_is_skipped(smtpguard_factory, wire_backend, recorder):
+    first = wire_backend()
+    guard = start(smtpguard_factory, [first.address, recorder.address])
+    assert wait_until(lambda: metric_value(guard.metrics(), "smtpguard_backend_up") == 1, 5)
+    first.stop()  # refused from now on; the probe still says up
+    before = metric_value(guard.metrics(), "smtpguard_backend_errors_total", stage="connect") or 0
+    end = send_one(guard, "after a stale probe")
+    assert end.code == 250, f"end of DATA: {end!r}"
+    recorder.expect_exactly(1)
+    failed = session_failures(guard, first.address)
+    assert len(failed) == 1 and "stage=connect" in failed[0], failed
     after = metric_value(guard.metrics(), "smtpguard_backend_errors_total", stage="connect")
     assert after == before + 1, f"backend connect errors {before} -> {after}"
+
+
+def test_backend_back_up_takes_sessions_again(smtpguard_factory, wire_backend, recorder):
+    port = free_port()
+    config = {"backend": {"address": [f"127.0.0.1:{port}", recorder.address], "health_interval": 1},
+              "timeouts": CONFIG["timeouts"]}
+    guard = smtpguard_factory(config=config, backend_address=recorder.address)
+    assert send_one(guard, "while it is down").code == 250
+    recorder.expect_exactly(1)
+    first = wire_backend(port=port)
+    assert wait_until(lambda: any(f"backend=127.0.0.1:{port}" in line for line in log_events(guard, "backend_up")),
+                      10), log_events(guard, "backend_up")
+    assert send_one(guard, "back to the first").code == 250
+    [conn] = first.with_mail()
+    assert b"Subject: back to the first" in conn.messages[0]
 
 
 def test_backend_refusing_at_its_greeting_is_skipped(smtpguard_factory, wire_backend, recorder):
@@ -54,7 +90,6 @@ def test_backend_refusing_at_its_greeting_is_skipped(smtpguard_factory, wire_bac
     assert end.code == 250, f"end of DATA: {end!r}"
     recorder.expect_exactly(1)
     assert busy.with_mail() == [], "the busy backend got a transaction"
-    assert any("stage=greeting" in line for line in log_events(guard, "backend_failed"))
 
 
 def test_every_backend_down_is_a_temporary_failure(smtpguard_factory):

@@ -111,6 +111,12 @@ class WireBackend:
     def stop(self):
         self.stopping = True
         try:
+            # close() alone would not wake the accept() in progress, and the
+            # kernel would go on accepting: shutdown() refuses from now on.
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.listener.close()
         except OSError:
             pass
