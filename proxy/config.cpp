@@ -96,15 +96,19 @@ void require_readable(const std::string& path, const std::string& file) {
   if (!in) fail(path, "cannot read \"" + file + "\"");
 }
 
+endpoint endpoint_from(const std::string& text, const std::string& where, bool allow_unix) {
+  auto ep = parse_endpoint(text, allow_unix);
+  if (!ep)
+    fail(where, "\"" + text + "\" is not " +
+                    (allow_unix ? "host:port, [v6]:port or unix:/path" : "host:port or [v6]:port"));
+  return *ep;
+}
+
 endpoint endpoint_at(object_reader& r, const std::string& key, bool allow_unix) {
   std::string text;
   r.require(key);
   r.get(key, text);
-  auto ep = parse_endpoint(text, allow_unix);
-  if (!ep)
-    fail(r.path(key), "\"" + text + "\" is not " +
-                          (allow_unix ? "host:port, [v6]:port or unix:/path" : "host:port or [v6]:port"));
-  return *ep;
+  return endpoint_from(text, r.path(key), allow_unix);
 }
 
 template <typename Item>
@@ -241,15 +245,11 @@ void read_backend(const json& v, const std::string& path, backend_config& backen
   // One "host:port", or several tried in order.
   const json* addresses = r.find("address");
   if (addresses != nullptr && addresses->is_array()) {
-    if (addresses->empty()) fail(r.path("address"), "must name at least one backend");
-    backend.addresses.clear();
-    for (std::size_t i = 0; i < addresses->size(); ++i) {
-      const std::string where = r.path("address") + "[" + std::to_string(i) + "]";
-      const json& item = (*addresses)[i];
-      auto ep = item.is_string() ? parse_endpoint(item.get<std::string>(), false) : std::nullopt;
-      if (!ep) fail(where, "expected \"host:port\" or \"[v6]:port\"");
-      backend.addresses.push_back(*ep);
-    }
+    read_array<endpoint>(r, "address", backend.addresses, [](const json& item, const std::string& where) {
+      if (!item.is_string()) fail(where, "expected a string");
+      return endpoint_from(item.get<std::string>(), where, false);
+    });
+    if (backend.addresses.empty()) fail(r.path("address"), "must name at least one backend");
   } else {
     backend.addresses = {endpoint_at(r, "address", false)};
   }
