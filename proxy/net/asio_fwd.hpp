@@ -25,4 +25,6 @@ inline constexpr auto as_result = asio::experimental::as_tuple(asio::use_awaitab
 //  - co_await only as a whole statement: `co_await f();`, `auto x = co_await f();`
 //    or `x = co_await f();` — never inside an if/while condition, an
 //    operator expression or `co_return co_await`;
-//  - never build a lambda with captures inside a co_await expression.
+//  - never build a lambda with captures inside a co_await expression;
+//  - never pass a class temporary (a braced initializer, say) to the call
+//    being awaited: name it first and pass that.

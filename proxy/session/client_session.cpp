@@ -674,10 +674,9 @@ class client_session final : public net::reply_observer {
     // The backends the health probe last found up first, in their order; the
     // others after them, since the probe may be out of date.
     std::vector<const endpoint*> order;
-    for (const endpoint& address : settings_.backend.addresses)
-      if (!rt_.backend->down(address.text)) order.push_back(&address);
-    for (const endpoint& address : settings_.backend.addresses)
-      if (rt_.backend->down(address.text)) order.push_back(&address);
+    for (const endpoint& address : settings_.backend.addresses) order.push_back(&address);
+    std::stable_partition(order.begin(), order.end(),
+                          [this](const endpoint* address) { return !rt_.backend->down(address->text); });
     for (const endpoint* candidate : order) {
       const endpoint& address = *candidate;
       std::string failed_stage;
@@ -814,14 +813,8 @@ class client_session final : public net::reply_observer {
     const std::string line = smtp::format_mail_from(*path);
     const bool smtputf8 = has_parameter(*path, "SMTPUTF8");
     if (backend_->capabilities().pipelining) {
-      if (!backend_->queue_command(line)) {
-        co_await settle_pipelined(io);
-        backend_lost(io);
-        co_return;
-      }
-      pipelined_.push_back({true, path->mailbox});
-      mail_accepted(path->mailbox, smtputf8);
-      if (!io.framer().has_line()) co_await settle_pipelined(io);
+      const pipelined_command sent{true, path->mailbox};
+      co_await pipeline(io, line, sent, smtputf8);
       co_return;
     }
     const int code = co_await relay_command(io, line);
@@ -850,14 +843,8 @@ class client_session final : public net::reply_observer {
     }
     const std::string line = smtp::format_rcpt_to(*path);
     if (backend_->capabilities().pipelining) {
-      if (!backend_->queue_command(line)) {
-        co_await settle_pipelined(io);
-        backend_lost(io);
-        co_return;
-      }
-      pipelined_.push_back({false, path->mailbox});
-      ++state_.recipients;  // counted at once, so the recipient limit holds within a group
-      if (!io.framer().has_line()) co_await settle_pipelined(io);
+      const pipelined_command sent{false, path->mailbox};
+      co_await pipeline(io, line, sent, false);
       co_return;
     }
     const int code = co_await relay_command(io, line);
@@ -865,6 +852,25 @@ class client_session final : public net::reply_observer {
       ++state_.recipients;
       last_recipient_ = path->mailbox;
     }
+  }
+
+  /// Queues a MAIL or RCPT of a pipelined group and assumes it succeeds
+  /// (a RCPT is counted at once, so the recipient limit holds within the
+  /// group); the group is settled when the client has no whole command left.
+  template <typename Stream>
+  net::awaitable<void> pipeline(net::line_io<Stream>& io, std::string_view line, const pipelined_command& sent,
+                                bool smtputf8) {
+    if (!backend_->queue_command(line)) {
+      co_await settle_pipelined(io);
+      backend_lost(io);
+      co_return;
+    }
+    if (sent.mail)
+      mail_accepted(sent.mailbox, smtputf8);
+    else
+      ++state_.recipients;
+    pipelined_.push_back(sent);
+    if (!io.framer().has_line()) co_await settle_pipelined(io);
   }
 
   void mail_accepted(const std::string& sender, bool smtputf8) {
