@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,9 @@
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include <arpa/inet.h>
+#include <unistd.h>
 
 namespace smtpguard {
 namespace {
@@ -122,6 +126,26 @@ void read_array(object_reader& r, const std::string& key, std::vector<Item>& out
     out.push_back(read_item((*v)[i], r.path(key) + "[" + std::to_string(i) + "]"));
 }
 
+// "address" or "address/prefix", IPv4 or IPv6.
+bool valid_network(const std::string& text) {
+  const auto slash = text.find('/');
+  const std::string address = text.substr(0, slash);
+  unsigned char bytes[16];
+  int bits = 0;
+  if (::inet_pton(AF_INET, address.c_str(), bytes) == 1)
+    bits = 32;
+  else if (::inet_pton(AF_INET6, address.c_str(), bytes) == 1)
+    bits = 128;
+  else
+    return false;
+  if (slash == std::string::npos) return true;
+  const std::string prefix = text.substr(slash + 1);
+  unsigned length = 0;
+  auto [end, ec] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), length);
+  return !prefix.empty() && ec == std::errc() && end == prefix.data() + prefix.size() &&
+         length <= static_cast<unsigned>(bits);
+}
+
 client_cert_mode read_client_cert_mode(object_reader& r) {
   std::string mode = "none";
   r.get("mode", mode);
@@ -159,6 +183,16 @@ listener_config read_listener(const json& v, const std::string& path) {
     fail(r.path("tls"), "must be \"implicit\", \"starttls\" or \"none\"");
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
+  r.get("proxy_protocol", l.proxy_protocol);
+  read_array<std::string>(r, "proxy_trusted", l.proxy_trusted, [](const json& item, const std::string& p) {
+    if (!item.is_string() || !valid_network(item.get<std::string>()))
+      fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
+    return item.get<std::string>();
+  });
+  if (l.proxy_protocol && l.proxy_trusted.empty())
+    fail(r.path("proxy_trusted"), "is required with proxy_protocol: the load balancers allowed to send it");
+  if (!l.proxy_protocol && !l.proxy_trusted.empty())
+    fail(r.path("proxy_trusted"), "means nothing without \"proxy_protocol\": true");
   if (const json* cc = r.find("client_certificates")) {
     object_reader c(*cc, r.path("client_certificates"));
     l.client_certificates = read_client_cert_mode(c);
@@ -240,20 +274,130 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
   r.finish();
 }
 
+// What every backend gets unless its own entry says otherwise.
+struct backend_defaults {
+  bool xclient = false;
+  bool mail_auth = false;
+  proxy_protocol proxy = proxy_protocol::none;
+  std::vector<std::pair<std::string, std::string>> environment;
+};
+
+// The identity hand-off and program settings, at the backend level (defaults)
+// or in one entry of the list.
+void read_backend_options(object_reader& r, backend_defaults& options) {
+  r.get("xclient", options.xclient);
+  r.get("mail_auth", options.mail_auth);
+  std::string proxy;
+  if (r.get("proxy_protocol", proxy)) {
+    if (proxy == "v1")
+      options.proxy = proxy_protocol::v1;
+    else if (proxy == "v2")
+      options.proxy = proxy_protocol::v2;
+    else if (proxy == "none")
+      options.proxy = proxy_protocol::none;
+    else
+      fail(r.path("proxy_protocol"), "must be \"v1\", \"v2\" or \"none\"");
+  }
+  if (const json* env = r.find("environment")) {
+    if (!env->is_object()) fail(r.path("environment"), "expected an object of strings");
+    for (const auto& [name, value] : env->items()) {
+      const std::string where = r.path("environment") + "." + name;
+      if (name.empty() || name.find_first_of("=") != std::string::npos) fail(where, "not a variable name");
+      if (!value.is_string()) fail(where, "expected a string");
+      options.environment.emplace_back(name, value.get<std::string>());
+    }
+  }
+}
+
+std::vector<std::string> read_command(const json& v, const std::string& where) {
+  if (!v.is_array() || v.empty()) fail(where, "expected the program and its arguments, as an array of strings");
+  std::vector<std::string> argv;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::string item_path = where + "[" + std::to_string(i) + "]";
+    if (!v[i].is_string() || v[i].get<std::string>().empty()) fail(item_path, "expected a non-empty string");
+    argv.push_back(v[i].get<std::string>());
+  }
+  if (!argv.front().starts_with("/")) fail(where + "[0]", "the program needs an absolute path");
+  if (::access(argv.front().c_str(), X_OK) != 0) fail(where + "[0]", "\"" + argv.front() + "\" is not executable");
+  return argv;
+}
+
+// "address" or "command" (exactly one), from the backend object or one entry.
+void read_backend_target(object_reader& r, backend_server& server) {
+  const json* address = r.find("address");
+  const json* command = r.find("command");
+  if ((address == nullptr) == (command == nullptr)) fail(r.path("address"), "give either address or command");
+  if (command != nullptr) {
+    server.command = read_command(*command, r.path("command"));
+    for (const auto& argument : server.command) server.name += (server.name.empty() ? "" : " ") + argument;
+  } else {
+    if (!address->is_string()) fail(r.path("address"), "expected a string");
+    server.address = endpoint_from(address->get<std::string>(), r.path("address"), true);
+    server.name = server.address.text;
+  }
+}
+
+backend_server finish_server(backend_server server, const backend_defaults& options) {
+  server.xclient = options.xclient;
+  server.mail_auth = options.mail_auth;
+  server.proxy = options.proxy;
+  server.environment = options.environment;
+  // Settings inherited from the backend level apply where they mean something.
+  if (server.command.empty()) server.environment.clear();
+  if (!server.command.empty()) server.proxy = proxy_protocol::none;
+  return server;
+}
+
 void read_backend(const json& v, const std::string& path, backend_config& backend) {
   object_reader r(v, path);
-  // One "host:port", or several tried in order.
-  const json* addresses = r.find("address");
-  if (addresses != nullptr && addresses->is_array()) {
-    read_array<endpoint>(r, "address", backend.addresses, [](const json& item, const std::string& where) {
-      if (!item.is_string()) fail(where, "expected a string");
-      return endpoint_from(item.get<std::string>(), where, false);
-    });
-    if (backend.addresses.empty()) fail(r.path("address"), "must name at least one backend");
+  backend_defaults defaults;
+  read_backend_options(r, defaults);
+  const json* list = r.find("address");
+  if (list != nullptr && (list->is_array() || list->is_object())) {
+    // Several backends tried in order, each a "host:port" / "unix:/path"
+    // string or an object with its own settings; or one such object.
+    const json one_entry = json::array({*list});
+    const json& entries = list->is_array() ? *list : one_entry;
+    if (entries.empty()) fail(r.path("address"), "must name at least one backend");
+    if (r.find("command") != nullptr) fail(r.path("command"), "give either address or command");
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      const std::string where = list->is_array() ? r.path("address") + "[" + std::to_string(i) + "]" : r.path("address");
+      const json& item = entries[i];
+      backend_server server;
+      backend_defaults options = defaults;
+      if (item.is_string()) {
+        server.address = endpoint_from(item.get<std::string>(), where, true);
+        server.name = server.address.text;
+      } else if (item.is_object()) {
+        object_reader entry(item, where);
+        read_backend_target(entry, server);
+        // The entry's settings override the backend-wide ones; its
+        // environment variables are added to them.
+        read_backend_options(entry, options);
+        if (server.command.empty() && entry.find("environment") != nullptr)
+          fail(where + ".environment", "only a program backend (command) has an environment");
+        if (!server.command.empty() && entry.find("proxy_protocol") != nullptr)
+          fail(where + ".proxy_protocol", "a program started per session has no connection to send it on");
+        entry.finish();
+      } else {
+        fail(where, "expected \"host:port\", \"unix:/path\" or an object");
+      }
+      backend.servers.push_back(finish_server(std::move(server), options));
+    }
   } else {
-    backend.addresses = {endpoint_at(r, "address", false)};
+    if (list == nullptr && r.find("command") == nullptr) fail(r.path("address"), "is required (or command)");
+    backend_server server;
+    read_backend_target(r, server);
+    backend.servers.push_back(finish_server(std::move(server), defaults));
   }
-  backend.address = backend.addresses.front();
+  const bool any_program = std::any_of(backend.servers.begin(), backend.servers.end(),
+                                       [](const backend_server& server) { return !server.command.empty(); });
+  const bool any_network = std::any_of(backend.servers.begin(), backend.servers.end(),
+                                       [](const backend_server& server) { return server.command.empty(); });
+  if (!defaults.environment.empty() && !any_program)
+    fail(r.path("environment"), "only a program backend (command) has an environment");
+  if (defaults.proxy != proxy_protocol::none && !any_network)
+    fail(r.path("proxy_protocol"), "a program started per session has no connection to send it on");
   r.get("helo_name", backend.helo_name);
   r.get_duration("health_interval", backend.health_interval, 1, 3600);
   r.finish();

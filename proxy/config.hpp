@@ -6,6 +6,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "auth/lockout.hpp"
@@ -34,6 +35,10 @@ struct listener_config {
   bool allow_plaintext_auth = false;  ///< advertise and accept AUTH without TLS
   /// listeners[].client_certificates.mode; unset: tls.client_certificates.mode.
   std::optional<client_cert_mode> client_certificates;
+  /// Every connection starts with a PROXY protocol header (v1 or v2) from a
+  /// load balancer in `proxy_trusted`; its client address is the client's.
+  bool proxy_protocol = false;
+  std::vector<std::string> proxy_trusted;  ///< "10.0.0.0/8", "2001:db8::/32", "127.0.0.1"
 };
 
 struct certificate_config {
@@ -67,10 +72,28 @@ struct auth_config {
   auth::lockout_settings lockout;                 ///< auth.lockout: failure budgets across sessions
 };
 
+/// How a backend learns the client's address beyond the Received header
+/// (HAProxy's PROXY protocol, sent before anything else).
+enum class proxy_protocol { none, v1, v2 };
+
+/// One backend MTA: reached over TCP or a Unix socket, or started per
+/// session as a program speaking SMTP on its stdin and stdout.
+struct backend_server {
+  std::string name;  ///< as written ("host:port", "unix:/path", the command line), for logs
+  endpoint address;  ///< unused for a command
+  /// argv of the program; {client_ip}, {client_port}, {local_ip}, {local_port}
+  /// and {user} in an argument are replaced per session.
+  std::vector<std::string> command;
+  /// Set for the program, after the tcpserver-style TCPREMOTEIP etc.
+  std::vector<std::pair<std::string, std::string>> environment;
+  bool xclient = false;    ///< XCLIENT (Postfix) with the client's identity, when offered
+  bool mail_auth = false;  ///< MAIL FROM:<...> AUTH=<user>, when the backend offers AUTH
+  proxy_protocol proxy = proxy_protocol::none;
+};
+
 struct backend_config {
   /// Tried in order: a session takes the first that connects and greets.
-  std::vector<endpoint> addresses;
-  endpoint address;  ///< the first of them, for messages about "the backend"
+  std::vector<backend_server> servers;
   std::string helo_name;  ///< default: our hostname
   std::chrono::seconds health_interval{30};
 };

@@ -133,6 +133,10 @@ metrics::metrics()
                                 .Name("smtpguard_connections_rejected_total")
                                 .Help("Client connections refused at connect or before the greeting, by reason")
                                 .Register(*registry_)),
+      proxy_headers_(BuildCounter()
+                         .Name("smtpguard_proxy_headers_total")
+                         .Help("PROXY protocol headers from load balancers, by result")
+                         .Register(*registry_)),
       auth_lockouts_(BuildCounter()
                          .Name("smtpguard_auth_lockouts_total")
                          .Help("AUTH attempts refused because the address or user is locked out, by scope")
@@ -268,6 +272,8 @@ void metrics::connection_accepted(std::string_view listener) {
 void metrics::connection_rejected(std::string_view reason) {
   connections_rejected_.Add({{"reason", label(reason)}}).Increment();
 }
+
+void metrics::proxy_header(std::string_view result) { proxy_headers_.Add({{"result", label(result)}}).Increment(); }
 
 void metrics::auth_lockout(std::string_view scope) { auth_lockouts_.Add({{"scope", label(scope)}}).Increment(); }
 

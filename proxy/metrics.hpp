@@ -46,6 +46,9 @@ class metrics {
   void connection_accepted(std::string_view listener);
   /// reason: "total_limit", "per_ip_limit", "lockout", "pregreet".
   void connection_rejected(std::string_view reason);
+  /// A PROXY protocol header on a listener that expects one. result:
+  /// "proxied", "local", "unknown" (accepted); "untrusted", "bad", "timeout", "closed".
+  void proxy_header(std::string_view result);
   /// scope: "ip" or "user": an AUTH refused with 454 without checking credentials.
   void auth_lockout(std::string_view scope);
   void session_started() { sessions_active_.Increment(); }
@@ -84,6 +87,7 @@ class metrics {
   std::string exposed_host_;
   prometheus::Family<prometheus::Counter>& connections_;
   prometheus::Family<prometheus::Counter>& connections_rejected_;
+  prometheus::Family<prometheus::Counter>& proxy_headers_;
   prometheus::Family<prometheus::Counter>& auth_lockouts_;
   prometheus::Family<prometheus::Counter>& tls_handshakes_;
   prometheus::Family<prometheus::Counter>& auth_attempts_;

@@ -235,7 +235,7 @@ int run_server(std::shared_ptr<const config> settings) {
       .add("version", SMTPGUARD_VERSION)
       .add("threads", static_cast<int>(thread_count))
       .add("listeners", static_cast<int>(settings->listeners.size()))
-      .add("backend", settings->backend.address.text);
+      .add("backend", settings->backend.servers.front().name);
 
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < thread_count; ++i) threads.emplace_back([&, i] { contexts[i]->run(); });

@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <asio/connect.hpp>
+#include <asio/local/stream_protocol.hpp>
 
 #include "log.hpp"
 #include "net/timeout.hpp"
+#include "smtp/proxy_protocol.hpp"
 
 namespace smtpguard::session {
 namespace {
@@ -13,6 +15,111 @@ namespace {
 // Backend reply lines may be long (multi-line EHLO, long texts); RFC 5321
 // 4.5.3.1.5 says 512, real MTAs go beyond it.
 constexpr std::size_t max_backend_line = 4096;
+
+// Whatever its kind, the backend's byte stream is held in a tcp::socket:
+// only calls that mean the same for every stream socket (recv, send, poll,
+// FIONREAD, shutdown) are made on it, so the I/O code is the same for all.
+bool adopt(int descriptor, net::tcp::socket& socket) {
+  std::error_code error;
+  socket.assign(net::tcp::v4(), descriptor, error);
+  if (!error) return true;
+  ::close(descriptor);
+  return false;
+}
+
+net::awaitable<bool> connect_tcp(const endpoint& address, const timeouts_config& timeouts, net::tcp::socket& out) {
+  auto executor = co_await asio::this_coro::executor;
+  net::tcp::socket socket(executor);
+  // A literal address needs no lookup (the lookup runs on another thread).
+  std::error_code not_literal;
+  const auto literal = asio::ip::make_address(address.host, not_literal);
+  if (!not_literal) {
+    const net::tcp::endpoint peer(literal, address.port);
+    auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result), timeouts.backend_connect);
+    if (!connected || std::get<0>(*connected)) co_return false;
+  } else {
+    net::tcp::resolver resolver(executor);
+    auto resolved = co_await net::with_timeout(
+        resolver.async_resolve(address.host, std::to_string(address.port), net::as_result),
+        timeouts.backend_connect);
+    if (!resolved || std::get<0>(*resolved)) co_return false;
+    auto connected = co_await net::with_timeout(
+        asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
+    if (!connected || std::get<0>(*connected)) co_return false;
+  }
+  std::error_code error;
+  socket.set_option(net::tcp::no_delay(true), error);
+  // Waiting for the connect left the descriptor watched for writability too,
+  // which would wake the loop after every command we send. Registered
+  // afresh, it is watched for input only.
+  const auto descriptor = socket.release(error);
+  if (error) co_return false;
+  co_return adopt(descriptor, out);
+}
+
+net::awaitable<bool> connect_unix(const std::string& path, const timeouts_config& timeouts, net::tcp::socket& out) {
+  asio::local::stream_protocol::socket socket(co_await asio::this_coro::executor);
+  const asio::local::stream_protocol::endpoint peer(path);
+  auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result), timeouts.backend_connect);
+  if (!connected || std::get<0>(*connected)) co_return false;
+  std::error_code error;
+  const auto descriptor = socket.release(error);
+  if (error) co_return false;
+  co_return adopt(descriptor, out);
+}
+
+// {client_ip} and friends in a program's argument, replaced per session.
+std::string expand(std::string argument, const smtp::client_identity& client) {
+  const std::pair<std::string_view, std::string> fields[] = {
+      {"{client_ip}", client.ip},          {"{client_port}", std::to_string(client.port)},
+      {"{local_ip}", client.local_ip},     {"{local_port}", std::to_string(client.local_port)},
+      {"{user}", client.user},
+  };
+  for (const auto& [name, value] : fields) {
+    for (auto at = argument.find(name); at != std::string::npos; at = argument.find(name, at + value.size()))
+      argument.replace(at, name.size(), value);
+  }
+  return argument;
+}
+
+std::optional<backend_program> start_program(const backend_server& server, const smtp::client_identity* client,
+                                             const std::string& helo_name, net::tcp::socket& out) {
+  // The health probe has no client: it looks like a local connection.
+  smtp::client_identity probe;
+  probe.ip = probe.local_ip = "127.0.0.1";
+  const smtp::client_identity& who = client != nullptr ? *client : probe;
+  std::vector<std::string> argv;
+  for (const auto& argument : server.command) argv.push_back(expand(argument, who));
+  // What tcpserver (ucspi-tcp) sets, which qmail-smtpd and others read; the
+  // authenticated user is TCPREMOTEINFO, which qmail-smtpd puts in its
+  // Received line. Nothing of our own environment is passed on.
+  std::vector<std::string> environment = {
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "PROTO=TCP",
+      "TCPREMOTEIP=" + who.ip,
+      "TCPREMOTEPORT=" + std::to_string(who.port),
+      "TCPLOCALIP=" + who.local_ip,
+      "TCPLOCALPORT=" + std::to_string(who.local_port),
+      "TCPLOCALHOST=" + helo_name,
+  };
+  if (!who.user.empty()) environment.push_back("TCPREMOTEINFO=" + who.user);
+  for (const auto& [name, value] : server.environment) environment.push_back(name + "=" + value);
+  int descriptor = -1;
+  std::error_code error;
+  auto program = backend_program::start(argv, environment, descriptor, error);
+  if (!program) {
+    log::event("backend_program_failed").add("program", server.name).add("error", error.message());
+    return std::nullopt;
+  }
+  if (!adopt(descriptor, out)) return std::nullopt;
+  return program;
+}
+
+std::string proxy_header(proxy_protocol version, const smtp::client_identity& client) {
+  return version == proxy_protocol::v1
+             ? smtp::build_proxy_v1(client.ip, client.port, client.local_ip, client.local_port)
+             : smtp::build_proxy_v2(client.ip, client.port, client.local_ip, client.local_port);
+}
 
 }  // namespace
 
@@ -33,50 +140,69 @@ std::string_view to_string(backend_failure failure) noexcept {
 backend_connection::backend_connection(net::tcp::socket socket, const timeouts_config& timeouts)
     : socket_(std::move(socket)), timeouts_(timeouts), io_(socket_, max_backend_line) {}
 
-net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const endpoint& address,
+backend_connection::~backend_connection() {
+  abort();
+  if (program_) {
+    try {
+      std::move(*program_).reap_later(socket_.get_executor(), program_name_);
+    } catch (...) {
+      // The program is then killed and reaped by its destructor.
+    }
+  }
+}
+
+net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(const backend_server& server,
+                                                                             const smtp::client_identity* client,
                                                                              const std::string& helo_name,
                                                                              const timeouts_config& timeouts,
                                                                              std::string& failed_stage,
                                                                              metrics* stats) {
-  auto executor = co_await asio::this_coro::executor;
   failed_stage = "connect";
-  net::tcp::socket socket(executor);
-  // A literal address needs no lookup (the lookup runs on another thread).
-  std::error_code not_literal;
-  const auto literal = asio::ip::make_address(address.host, not_literal);
-  net::tcp protocol = net::tcp::v4();
-  if (!not_literal) {
-    const net::tcp::endpoint peer(literal, address.port);
-    auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result),
-                                                timeouts.backend_connect);
-    if (!connected || std::get<0>(*connected)) co_return nullptr;
-    protocol = peer.protocol();
+  net::tcp::socket socket(co_await asio::this_coro::executor);
+  std::optional<backend_program> program;
+  if (!server.command.empty()) {
+    program = start_program(server, client, helo_name, socket);
+    if (!program) co_return nullptr;
+  } else if (!server.address.unix_path.empty()) {
+    const bool connected = co_await connect_unix(server.address.unix_path, timeouts, socket);
+    if (!connected) co_return nullptr;
   } else {
-    net::tcp::resolver resolver(executor);
-    auto resolved = co_await net::with_timeout(
-        resolver.async_resolve(address.host, std::to_string(address.port), net::as_result),
-        timeouts.backend_connect);
-    if (!resolved || std::get<0>(*resolved)) co_return nullptr;
-    auto connected = co_await net::with_timeout(
-        asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
-    if (!connected || std::get<0>(*connected)) co_return nullptr;
-    protocol = std::get<1>(*connected).protocol();
-  }
-  std::error_code error;
-  socket.set_option(net::tcp::no_delay(true), error);
-  // Waiting for the connect left the descriptor watched for writability too,
-  // which would wake the loop after every command we send. Registered
-  // afresh, it is watched for input only.
-  const auto descriptor = socket.release(error);
-  if (error) co_return nullptr;
-  socket.assign(protocol, descriptor, error);
-  if (error) {
-    ::close(descriptor);
-    co_return nullptr;
+    const bool connected = co_await connect_tcp(server.address, timeouts, socket);
+    if (!connected) co_return nullptr;
   }
 
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
   connection->stats_ = stats;
+  connection->mail_auth_ = server.mail_auth && client != nullptr && !client->user.empty();
+  if (program) {
+    connection->program_ = std::move(program);
+    connection->program_name_ = server.name;
+    connection->identity_ = "environment";
+  }
+  if (server.proxy != proxy_protocol::none) {
+    // Before anything else, as the backend expects it. The health probe has
+    // no client: its header gives the probe's own connection, which any
+    // receiver takes (Postfix refuses the address-less forms).
+    smtp::client_identity own;
+    if (client == nullptr && server.address.unix_path.empty()) {
+      std::error_code error;
+      const auto from = connection->socket_.local_endpoint(error);
+      const auto to = connection->socket_.remote_endpoint(error);
+      if (!error) {
+        own.ip = from.address().to_string();
+        own.port = from.port();
+        own.local_ip = to.address().to_string();
+        own.local_port = to.port();
+      }
+    }
+    const std::string header = proxy_header(server.proxy, client != nullptr ? *client : own);
+    const bool sent = co_await connection->io_.write(header, timeouts.backend_reply);
+    if (!sent) {
+      connection->abort();
+      co_return nullptr;
+    }
+    connection->identity_ = server.proxy == proxy_protocol::v1 ? "proxy_v1" : "proxy_v2";
+  }
   failed_stage = "greeting";
   auto greeting = co_await connection->read_reply(timeouts.backend_reply);
   if (!greeting || greeting->code != 220) {
@@ -84,24 +210,45 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     co_return nullptr;
   }
   failed_stage = "ehlo";
-  const std::string ehlo_line = "EHLO " + helo_name;
-  const std::string helo_line = "HELO " + helo_name;
-  auto ehlo = co_await connection->command(ehlo_line);
-  if (ehlo && ehlo->code == 250) {
-    connection->capabilities_ = smtp::parse_ehlo(*ehlo);
-  } else if (ehlo && ehlo->reply_class() == 5) {
-    // RFC 5321 3.2: a server without ESMTP; fall back to HELO.
-    auto helo = co_await connection->command(helo_line);
-    if (!helo || helo->code != 250) ehlo.reset();
-  } else {
-    ehlo.reset();
-  }
-  if (!ehlo) {
-    connection->abort();
-    co_return nullptr;
+  const bool greeted = co_await connection->greet(helo_name);
+  if (!greeted) co_return nullptr;
+  if (server.xclient && client != nullptr) {
+    const std::string line = smtp::build_xclient(*client, connection->capabilities_.xclient_attributes);
+    if (!line.empty()) {
+      // Postfix answers XCLIENT with a new 220 greeting, and the session
+      // starts again from EHLO, now as the client.
+      failed_stage = "xclient";
+      auto answer = co_await connection->command(line);
+      if (!answer || answer->code != 220) {
+        if (answer) log::event("backend_xclient_refused").add("backend", server.name).add("reply", answer->lines.front());
+        connection->abort();
+        co_return nullptr;
+      }
+      const bool again = co_await connection->greet(helo_name);
+      if (!again) co_return nullptr;
+      connection->identity_ = "xclient";
+    }
   }
   failed_stage.clear();
   co_return connection;
+}
+
+net::awaitable<bool> backend_connection::greet(const std::string& helo_name) {
+  const std::string ehlo_line = "EHLO " + helo_name;
+  const std::string helo_line = "HELO " + helo_name;
+  auto ehlo = co_await command(ehlo_line);
+  if (ehlo && ehlo->code == 250) {
+    capabilities_ = smtp::parse_ehlo(*ehlo);
+    co_return true;
+  }
+  if (ehlo && ehlo->reply_class() == 5) {
+    // RFC 5321 3.2: a server without ESMTP; fall back to HELO.
+    capabilities_ = smtp::capabilities{};
+    auto helo = co_await command(helo_line);
+    if (helo && helo->code == 250) co_return true;
+  }
+  abort();
+  co_return false;
 }
 
 net::awaitable<std::optional<smtp::reply>> backend_connection::command(std::string_view line) {

@@ -1,6 +1,8 @@
 #pragma once
-// The backend side of a session: plain SMTP to the MTA. Connects, reads the
-// 220, says EHLO (HELO if refused), then relays one command at a time.
+// The backend side of a session: plain SMTP to the MTA, over TCP, a Unix
+// socket, or a program started for the session. Connects, hands over the
+// client's identity the way that backend takes it, reads the 220, says EHLO
+// (HELO if refused), then relays one command at a time.
 #include <memory>
 #include <optional>
 #include <string>
@@ -9,7 +11,9 @@
 #include "config.hpp"
 #include "metrics.hpp"
 #include "net/line_io.hpp"
+#include "session/backend_program.hpp"
 #include "smtp/capabilities.hpp"
+#include "smtp/identity.hpp"
 #include "smtp/reply.hpp"
 
 namespace smtpguard::session {
@@ -27,11 +31,15 @@ std::string_view to_string(backend_failure failure) noexcept;
 class backend_connection {
  public:
   backend_connection(net::tcp::socket socket, const timeouts_config& timeouts);
+  ~backend_connection();
 
-  /// Connects and greets. On failure returns null and sets `failed_stage`
-  /// ("connect", "greeting", "ehlo") for logs and metrics. With `stats`,
-  /// every reply read is counted.
-  static net::awaitable<std::unique_ptr<backend_connection>> open(const endpoint& address,
+  /// Connects and greets. `client` is who the session serves (null for the
+  /// health probe): it goes in a PROXY header, XCLIENT or a program's
+  /// environment, as `server` says and the backend offers. On failure
+  /// returns null and sets `failed_stage` ("connect", "greeting", "ehlo",
+  /// "xclient") for logs and metrics. With `stats`, every reply read is counted.
+  static net::awaitable<std::unique_ptr<backend_connection>> open(const backend_server& server,
+                                                                  const smtp::client_identity* client,
                                                                   const std::string& helo_name,
                                                                   const timeouts_config& timeouts,
                                                                   std::string& failed_stage,
@@ -63,6 +71,10 @@ class backend_connection {
   bool is_open() const noexcept { return socket_.is_open(); }
   backend_failure failure() const noexcept { return failure_; }
   const smtp::capabilities& capabilities() const noexcept { return capabilities_; }
+  /// MAIL gets AUTH=<user>: configured, and the backend offers AUTH.
+  bool takes_mail_auth() const noexcept { return mail_auth_ && !capabilities_.auth_mechanisms.empty(); }
+  /// How the client's identity was handed over, for the session's log.
+  std::string_view identity() const noexcept { return identity_; }
 
   backend_connection(const backend_connection&) = delete;
   backend_connection& operator=(const backend_connection&) = delete;
@@ -75,6 +87,12 @@ class backend_connection {
   backend_failure failure_ = backend_failure::none;
   std::size_t outstanding_ = 0;
   metrics* stats_ = nullptr;
+  bool mail_auth_ = false;
+  std::string_view identity_ = "received";
+  std::optional<backend_program> program_;  ///< a backend started for this session
+  std::string program_name_;
+
+  net::awaitable<bool> greet(const std::string& helo_name);
 
   bool out_of_step();
   void fail(backend_failure why) noexcept;

@@ -60,22 +60,23 @@ net::awaitable<bool> backend_monitor::probe() {
   // sessions try them in the same order.
   bool any_up = false;
   std::set<std::string> down;
-  for (const endpoint& address : backend.addresses) {
+  for (const backend_server& server : backend.servers) {
     std::string failed_stage;
-    auto connection = co_await backend_connection::open(address, backend.helo_name, current->timeouts, failed_stage);
+    auto connection =
+        co_await backend_connection::open(server, nullptr, backend.helo_name, current->timeouts, failed_stage);
     bool was_down = false;
     {
       std::lock_guard lock(mutex_);
-      was_down = down_.contains(address.text) || !up_;
+      was_down = down_.contains(server.name) || !up_;
     }
     if (!connection) {
-      down.insert(address.text);
-      if (!was_down) log::event("backend_down").add("backend", address.text).add("stage", failed_stage);
+      down.insert(server.name);
+      if (!was_down) log::event("backend_down").add("backend", server.name).add("stage", failed_stage);
       continue;
     }
     if (!any_up) update(connection->capabilities());
     any_up = true;
-    if (was_down) log::event("backend_up").add("backend", address.text);
+    if (was_down) log::event("backend_up").add("backend", server.name);
     co_await connection->quit();
   }
   {

@@ -16,6 +16,7 @@
 #include "log.hpp"
 #include "net/connection_limits.hpp"
 #include "net/line_io.hpp"
+#include "net/proxy_header_io.hpp"
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "session/backend_connection.hpp"
@@ -23,6 +24,7 @@
 #include "smtp/command.hpp"
 #include "smtp/data_reframer.hpp"
 #include "smtp/dialogue.hpp"
+#include "smtp/identity.hpp"
 #include "smtp/received.hpp"
 #include "smtp/replies.hpp"
 #include "tls/client_verify.hpp"
@@ -39,6 +41,8 @@ using steady_clock = std::chrono::steady_clock;
 // RFC 4954 section 4: an AUTH line may carry a 12288-octet initial response.
 constexpr std::size_t max_auth_line = 12288 + 2;
 constexpr auto last_words_timeout = seconds(5);
+// A load balancer sends its PROXY header at once; a connection that does not is not from one.
+constexpr auto proxy_header_timeout = seconds(10);
 
 enum class outcome { next, quit, closed, start_tls };
 
@@ -78,7 +82,8 @@ bool has_parameter(const smtp::path_argument& path, std::string_view keyword) {
 }
 
 // RFC 4954 section 5: the client's AUTH= is about its own identity claims and
-// means nothing to a backend that did not authenticate it; never forward it.
+// means nothing to a backend that did not authenticate it; never forward it
+// (a backend configured for it gets the user smtpguard authenticated instead).
 void strip_auth_parameter(smtp::path_argument& path) {
   std::erase_if(path.parameters, [](const smtp::mail_parameter& p) { return p.keyword == "AUTH"; });
 }
@@ -154,14 +159,15 @@ std::string_view certificate_result(std::string_view reason) {
 
 class client_session final : public net::reply_observer {
  public:
-  client_session(const listener_config& listener, runtime rt, std::string peer_ip, std::uint16_t peer_port,
-                 std::string client_key, auth::lockout_table& lockouts)
+  client_session(const listener_config& listener, runtime rt, const net::tcp::endpoint& peer,
+                 const net::tcp::endpoint& local, std::string client_key, auth::lockout_table& lockouts)
       : listener_(listener),
         rt_(std::move(rt)),
         settings_(*rt_.settings),
         id_(new_session_id()),
-        peer_ip_(std::move(peer_ip)),
-        peer_port_(peer_port),
+        peer_ip_(peer.address().to_string()),
+        peer_port_(peer.port()),
+        local_(local),
         client_key_(std::move(client_key)),
         lockouts_(lockouts) {
     policy_.starttls_listener = listener.tls == tls_mode::starttls;
@@ -673,21 +679,22 @@ class client_session final : public net::reply_observer {
     const auto started = std::chrono::steady_clock::now();
     // The backends the health probe last found up first, in their order; the
     // others after them, since the probe may be out of date.
-    std::vector<const endpoint*> order;
-    for (const endpoint& address : settings_.backend.addresses) order.push_back(&address);
+    std::vector<const backend_server*> order;
+    for (const backend_server& server : settings_.backend.servers) order.push_back(&server);
     std::stable_partition(order.begin(), order.end(),
-                          [this](const endpoint* address) { return !rt_.backend->down(address->text); });
-    for (const endpoint* candidate : order) {
-      const endpoint& address = *candidate;
+                          [this](const backend_server* server) { return !rt_.backend->down(server->name); });
+    const smtp::client_identity client = identity();
+    for (const backend_server* candidate : order) {
+      const backend_server& server = *candidate;
       std::string failed_stage;
-      backend_ = co_await backend_connection::open(address, settings_.backend.helo_name, settings_.timeouts,
+      backend_ = co_await backend_connection::open(server, &client, settings_.backend.helo_name, settings_.timeouts,
                                                    failed_stage, rt_.stats);
       if (backend_) {
-        backend_address_ = address.text;
+        backend_address_ = server.name;
         break;
       }
       rt_.stats->backend_error(failed_stage);
-      log::event("backend_failed").add("session", id_).add("backend", address.text).add("stage", failed_stage);
+      log::event("backend_failed").add("session", id_).add("backend", server.name).add("stage", failed_stage);
     }
     if (!backend_) co_return false;
     rt_.backend->update(backend_->capabilities());
@@ -697,8 +704,22 @@ class client_session final : public net::reply_observer {
     log::event("backend")
         .add("session", id_)
         .add("backend", backend_address_)
+        .add("identity", backend_->identity())
         .add("connect_ms", static_cast<std::int64_t>(elapsed.count()));
     co_return true;
+  }
+
+  /// Who the client is, for the backend.
+  smtp::client_identity identity() const {
+    smtp::client_identity client;
+    client.ip = peer_ip_;
+    client.port = peer_port_;
+    client.local_ip = local_.address().to_string();
+    client.local_port = local_.port();
+    client.helo = state_.helo;
+    client.esmtp = state_.extended;
+    client.user = state_.user;
+    return client;
   }
 
   /// Sends a command to the backend and relays its reply. Returns the reply
@@ -810,6 +831,8 @@ class client_session final : public net::reply_observer {
       co_await refuse_in_order(io, {replies::parameter_unsupported});
       co_return;
     }
+    // RFC 4954 section 5: to a backend that trusts us, who submitted it.
+    if (backend_->takes_mail_auth()) path->parameters.push_back({"AUTH", smtp::xtext(state_.user), true});
     const std::string line = smtp::format_mail_from(*path);
     const bool smtputf8 = has_parameter(*path, "SMTPUTF8");
     if (backend_->capabilities().pipelining) {
@@ -1124,6 +1147,7 @@ class client_session final : public net::reply_observer {
   std::string id_;
   std::string peer_ip_;
   std::uint16_t peer_port_;
+  net::tcp::endpoint local_;  ///< the address the client connected to
   std::string client_key_;  ///< what connection limits and lockouts count by
   auth::lockout_table& lockouts_;
   smtp::dialogue_policy policy_;
@@ -1144,6 +1168,45 @@ class client_session final : public net::reply_observer {
 
 }  // namespace
 
+// The load balancer's header, before anything else. On success `peer` and
+// `local` are the client's addresses from it (kept as they are for a health
+// check, which carries none); on failure the connection is to be closed
+// without a word: whatever is on it is not SMTP from a client.
+net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_config& listener, metrics& stats,
+                                       net::tcp::endpoint& peer, net::tcp::endpoint& local) {
+  std::string reason;
+  std::optional<smtp::proxy_header> header;
+  if (!net::in_networks(peer.address(), listener.proxy_trusted)) {
+    reason = "untrusted";
+  } else {
+    header = co_await net::read_proxy_header(socket, proxy_header_timeout, reason);
+  }
+  if (!header) {
+    const std::string_view result = reason == "untrusted" || reason == "timeout" || reason == "closed" ? reason : "bad";
+    stats.proxy_header(result);
+    log::event("proxy_header_refused")
+        .add("peer", peer.address().to_string())
+        .add("listener", listener.name)
+        .add("reason", reason);
+    co_return false;
+  }
+  if (!header->has_addresses()) {
+    stats.proxy_header(header->local ? "local" : "unknown");
+    co_return true;
+  }
+  std::error_code error;
+  const auto source = asio::ip::make_address(header->source_address, error);
+  const auto destination = asio::ip::make_address(header->destination_address, error);
+  if (error) {  // the parser hands out canonical addresses only
+    stats.proxy_header("bad");
+    co_return false;
+  }
+  stats.proxy_header("proxied");
+  peer = net::tcp::endpoint(source, header->source_port);
+  local = net::tcp::endpoint(destination, header->destination_port);
+  co_return true;
+}
+
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener,
                                         runtime rt) {
   auto* stats = rt.stats;
@@ -1152,8 +1215,16 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
   steady_clock::time_point started;
   try {
     asio::error_code ignored;
-    const auto peer = socket.remote_endpoint(ignored);
+    net::tcp::endpoint peer = socket.remote_endpoint(ignored);
+    net::tcp::endpoint local = socket.local_endpoint(ignored);
     socket.set_option(net::tcp::no_delay(true), ignored);
+    if (listener.proxy_protocol) {
+      const bool read = co_await take_proxy_header(socket, listener, *stats, peer, local);
+      if (!read) {
+        socket.close(ignored);
+        co_return;
+      }
+    }
     auto& guards = guards_for(*rt.settings);
     std::string key = net::client_key(peer.address());
     net::connection_limits::slot slot;
@@ -1191,8 +1262,7 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
     admitted = true;
     started = steady_clock::now();
     stats->session_started();
-    client_session session(listener, std::move(rt), peer.address().to_string(), peer.port(), std::move(key),
-                           guards.lockouts);
+    client_session session(listener, std::move(rt), peer, local, std::move(key), guards.lockouts);
     co_await session.run(std::move(socket));
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());

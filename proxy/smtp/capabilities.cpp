@@ -8,7 +8,8 @@
 namespace smtpguard::smtp {
 namespace {
 
-void add_mechanisms(std::string_view list, std::vector<std::string>& out) {
+// Space-separated keywords, upper-cased, each once.
+void add_keywords(std::string_view list, std::vector<std::string>& out) {
   while (!list.empty()) {
     const auto space = list.find(' ');
     const std::string_view item = list.substr(0, space);
@@ -38,7 +39,7 @@ capabilities parse_ehlo(const reply& ehlo) {
     std::string_view line = ehlo.lines[i];
     // Pre-RFC 2554 servers announce "AUTH=PLAIN LOGIN" alongside or instead of "AUTH".
     if (line.size() >= 5 && iequals(line.substr(0, 5), "AUTH=")) {
-      add_mechanisms(line.substr(5), caps.auth_mechanisms);
+      add_keywords(line.substr(5), caps.auth_mechanisms);
       continue;
     }
     const auto space = line.find(' ');
@@ -61,6 +62,7 @@ capabilities parse_ehlo(const reply& ehlo) {
       caps.starttls = true;
     } else if (iequals(keyword, "XCLIENT")) {
       caps.xclient = true;
+      add_keywords(params, caps.xclient_attributes);
     } else if (iequals(keyword, "SIZE")) {
       caps.size = true;
       std::uint64_t limit = 0;
@@ -68,7 +70,7 @@ capabilities parse_ehlo(const reply& ehlo) {
       const auto [ptr, ec] = std::from_chars(params.data(), end, limit);
       caps.size_limit = (ec == std::errc{} && ptr == end) ? limit : 0;
     } else if (iequals(keyword, "AUTH")) {
-      add_mechanisms(params, caps.auth_mechanisms);
+      add_keywords(params, caps.auth_mechanisms);
     }
   }
   return caps;

@@ -19,6 +19,7 @@ struct capabilities {
   bool chunking = false;
   bool starttls = false;
   bool xclient = false;
+  std::vector<std::string> xclient_attributes;  ///< upper-cased: ADDR, PORT, LOGIN, ...
   bool size = false;
   std::uint64_t size_limit = 0;  ///< SIZE argument; 0 = none announced
   std::vector<std::string> auth_mechanisms;  ///< upper-cased

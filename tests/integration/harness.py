@@ -630,8 +630,11 @@ class Smtpguard:
         s.ehlo()
         return s
 
-    def smtp_starttls(self, **ctx_kwargs):
-        s = smtplib.SMTP(HOST, self.starttls_port, local_hostname=CLIENT_NAME, timeout=IO_TIMEOUT)
+    def smtp_starttls(self, source_address=None, port=None, **ctx_kwargs):
+        """smtplib over STARTTLS, EHLO done; `source_address` binds the
+        client's end (("127.0.0.5", 0): a client address of its own)."""
+        s = smtplib.SMTP(HOST, port or self.starttls_port, local_hostname=CLIENT_NAME, timeout=IO_TIMEOUT,
+                         source_address=source_address)
         s.ehlo()
         code, msg = s.starttls(context=self.tls_context(**ctx_kwargs))
         assert code == 220, f"STARTTLS: expected 220, got {code} {msg!r}"

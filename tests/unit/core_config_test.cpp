@@ -115,7 +115,10 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_FALSE(c.listeners[0].allow_plaintext_auth);
   EXPECT_EQ(c.tls.min_version, "1.2");
   EXPECT_EQ(c.auth.mechanisms, (std::vector<std::string>{"PLAIN", "LOGIN", "CRAM-MD5"}));
-  EXPECT_EQ(c.backend.address.port, 2525);
+  ASSERT_EQ(c.backend.servers.size(), 1u);
+  EXPECT_EQ(c.backend.servers[0].address.port, 2525);
+  EXPECT_FALSE(c.backend.servers[0].xclient);
+  EXPECT_EQ(c.backend.servers[0].proxy, proxy_protocol::none);
   EXPECT_EQ(c.backend.helo_name, "mail.example.org");
   EXPECT_EQ(c.limits.max_recipients, 100);
   EXPECT_EQ(c.limits.max_command_line, 512u);
@@ -280,6 +283,25 @@ TEST_F(core_config, invalid_values) {
       {{set("/backend/address", json::array())}, "backend.address"},
       {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
       {{set("/backend/address", json::array({"127.0.0.1:25", 25}))}, "backend.address[1]"},
+      {{set("/backend/address", json::array({json{{"address", "backend"}}}))}, "backend.address[0].address"},
+      {{set("/backend/address", json::array({json{{"address", "127.0.0.1:25"}, {"proxy", "v2"}}}))},
+       "backend.address[0].proxy"},
+      {{set("/backend/address", json{{"address", "127.0.0.1:25"}, {"command", json::array({"/bin/true"})}})},
+       "backend.address.address"},
+      {{set("/backend/address", json::array({json::object()}))}, "backend.address[0].address"},
+      {{set("/backend/proxy_protocol", "v3")}, "backend.proxy_protocol"},
+      {{set("/backend/xclient", "yes")}, "backend.xclient"},
+      {{drop("/backend/address"), set("/backend/command", "/usr/sbin/sendmail -bs")}, "backend.command"},
+      {{drop("/backend/address"), set("/backend/command", json::array({"sendmail", "-bs"}))}, "backend.command[0]"},
+      {{drop("/backend/address"), set("/backend/command", json::array({"/nonexistent/sendmail"}))},
+       "backend.command[0]"},
+      {{drop("/backend/address"), set("/backend/command", json::array({"/bin/true"})),
+        set("/backend/proxy_protocol", "v1")},
+       "backend.proxy_protocol"},
+      {{set("/backend/environment", json{{"RELAYCLIENT", ""}})}, "backend.environment"},
+      {{drop("/backend/address"), set("/backend/command", json::array({"/bin/true"})),
+        set("/backend/environment", json{{"DATABYTES", 10}})},
+       "backend.environment.DATABYTES"},
       {{set("/limits/max_command_line", 511)}, "limits.max_command_line"},
       {{set("/limits/max_recipients", 0)}, "limits.max_recipients"},
       {{set("/timeouts/data_end", 599)}, "timeouts.data_end"},
@@ -296,15 +318,49 @@ TEST_F(core_config, invalid_values) {
 }
 
 TEST_F(core_config, several_backends_in_order) {
-  const config one = parse();
-  ASSERT_EQ(one.backend.addresses.size(), 1u);
-  EXPECT_EQ(one.backend.addresses[0].text, one.backend.address.text);
-  const config two = parse({set("/backend/address", json::array({"10.0.0.1:25", "[::1]:2525"}))});
-  ASSERT_EQ(two.backend.addresses.size(), 2u);
-  EXPECT_EQ(two.backend.addresses[0].host, "10.0.0.1");
-  EXPECT_EQ(two.backend.addresses[1].host, "::1");
-  EXPECT_EQ(two.backend.addresses[1].port, 2525);
-  EXPECT_EQ(two.backend.address.text, "10.0.0.1:25");  // the first, for messages about "the backend"
+  const config two = parse({set("/backend/address", json::array({"10.0.0.1:25", "[::1]:2525", "unix:/run/mta.sock"}))});
+  ASSERT_EQ(two.backend.servers.size(), 3u);
+  EXPECT_EQ(two.backend.servers[0].address.host, "10.0.0.1");
+  EXPECT_EQ(two.backend.servers[0].name, "10.0.0.1:25");
+  EXPECT_EQ(two.backend.servers[1].address.host, "::1");
+  EXPECT_EQ(two.backend.servers[1].address.port, 2525);
+  EXPECT_EQ(two.backend.servers[2].address.unix_path, "/run/mta.sock");
+  EXPECT_EQ(two.backend.servers[2].name, "unix:/run/mta.sock");
+}
+
+TEST_F(core_config, backend_identity_settings_default_and_override) {
+  const json entries = json::array({
+      "10.0.0.1:25",
+      json{{"address", "10.0.0.2:25"}, {"proxy_protocol", "v1"}, {"mail_auth", false}},
+      json{{"command", json::array({"/bin/true", "-oMa{client_ip}"})}, {"environment", json{{"B", "2"}}}},
+  });
+  const config c = parse({set("/backend/address", entries), set("/backend/xclient", true),
+                          set("/backend/mail_auth", true), set("/backend/proxy_protocol", "v2"),
+                          set("/backend/environment", json{{"A", "1"}})});
+  ASSERT_EQ(c.backend.servers.size(), 3u);
+  const auto& plain = c.backend.servers[0];
+  EXPECT_TRUE(plain.xclient);
+  EXPECT_TRUE(plain.mail_auth);
+  EXPECT_EQ(plain.proxy, proxy_protocol::v2);
+  const auto& own = c.backend.servers[1];
+  EXPECT_TRUE(own.xclient);
+  EXPECT_FALSE(own.mail_auth);
+  EXPECT_EQ(own.proxy, proxy_protocol::v1);
+  EXPECT_EQ(c.backend.servers[2].command, (std::vector<std::string>{"/bin/true", "-oMa{client_ip}"}));
+  EXPECT_EQ(c.backend.servers[2].name, "/bin/true -oMa{client_ip}");
+  // The backend-wide environment, then the entry's own.
+  EXPECT_EQ(c.backend.servers[2].environment,
+            (std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"B", "2"}}));
+  EXPECT_TRUE(c.backend.servers[2].xclient);
+}
+
+TEST_F(core_config, backend_as_a_program) {
+  const config c = parse({drop("/backend/address"), set("/backend/command", json::array({"/bin/cat"})),
+                          set("/backend/environment", json{{"RELAYCLIENT", ""}})});
+  ASSERT_EQ(c.backend.servers.size(), 1u);
+  EXPECT_EQ(c.backend.servers[0].command, std::vector<std::string>{"/bin/cat"});
+  EXPECT_EQ(c.backend.servers[0].environment,
+            (std::vector<std::pair<std::string, std::string>>{{"RELAYCLIENT", ""}}));
 }
 
 TEST_F(core_config, load_config_reads_a_file) {
