@@ -8,7 +8,7 @@ BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
   libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev)
 RUN_PACKAGES=(python3-aiosmtpd swaks)
 TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix
-  prometheus systemd fail2ban python3-yaml strace libcap2-bin)
+  prometheus systemd fail2ban python3-yaml strace libcap2-bin haproxy)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

@@ -624,9 +624,10 @@ class Smtpguard:
             w.ehlo()
         return w
 
-    def smtp_ssl(self, **ctx_kwargs):
-        s = smtplib.SMTP_SSL(HOST, self.implicit_port, local_hostname=CLIENT_NAME,
-                             timeout=IO_TIMEOUT, context=self.tls_context(**ctx_kwargs))
+    def smtp_ssl(self, source_address=None, port=None, **ctx_kwargs):
+        s = smtplib.SMTP_SSL(HOST, port or self.implicit_port, local_hostname=CLIENT_NAME,
+                             timeout=IO_TIMEOUT, context=self.tls_context(**ctx_kwargs),
+                             source_address=source_address)
         s.ehlo()
         return s
 

@@ -66,8 +66,12 @@ def _master_cf(template_text, port):
 
 
 class PostfixInstance:
-    def __init__(self, port, base_dir=None):
+    def __init__(self, port, base_dir=None, extra_main="", extra_services=()):
+        """extra_main: main.cf lines appended; extra_services: master.cf
+        lines added (more smtpd listeners, with their -o overrides)."""
         self.port = port
+        self.extra_main = extra_main
+        self.extra_services = list(extra_services)
         # Not under pytest's private (0700) tmp directory: virtual(8) delivers
         # as the postfix user, which must be able to reach the mail directory.
         self.base = base_dir or tempfile.mkdtemp(prefix="smtpguard-postfix-")
@@ -111,7 +115,7 @@ class PostfixInstance:
 
         template = next(p for p in MASTER_CF_CANDIDATES if os.path.exists(p))
         with open(template) as f:
-            master_cf = _master_cf(f.read(), self.port)
+            master_cf = _master_cf(f.read(), self.port) + "".join(line + "\n" for line in self.extra_services)
         main_cf = f"""\
 compatibility_level = 3.6
 queue_directory = {self.queue_dir}
@@ -147,7 +151,7 @@ smtpd_tls_security_level = none
 smtp_tls_security_level = none
 smtputf8_enable = yes
 delay_warning_time = 0h
-"""
+""" + self.extra_main
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.write(main_cf)
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:

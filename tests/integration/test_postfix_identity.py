@@ -1,0 +1,112 @@
+"""The client's identity reaching a real Postfix behind smtpguard: by
+XCLIENT (smtpd_authorized_xclient_hosts) and by the PROXY protocol v2
+(smtpd_upstream_proxy_protocol = haproxy). The client connects from an
+address of its own (127.0.0.5) so Postfix's log can only show it if
+smtpguard passed it on."""
+
+import os
+import re
+
+import pytest
+
+from harness import ALICE, HOST, free_port, read_text, received_regex, smtplib_auth
+from postfix_instance import PostfixInstance, postfix_available
+
+CLIENT_IP = "127.0.0.5"
+MESSAGE = (b"From: Alice <alice@example.test>\r\n"
+           b"To: Someone <someone@example.test>\r\n"
+           b"Subject: identity\r\n"
+           b"Message-ID: <identity-1@example.test>\r\n"
+           b"Date: Mon, 23 Nov 2026 03:00:00 +0000\r\n"
+           b"\r\n"
+           b"Who sent this?\r\n")
+
+
+@pytest.fixture(scope="module")
+def postfix_pair():
+    """One Postfix: smtpd on `port` trusting 127.0.0.0/8 for XCLIENT, and a
+    second smtpd on `proxy_port` that expects a PROXY header first."""
+    ok, reason = postfix_available()
+    if not ok:
+        pytest.skip(reason)
+    if os.geteuid() != 0:
+        pytest.fail("the Postfix backend test needs root (Postfix's master runs as root)")
+    proxy_port = free_port()
+    instance = PostfixInstance(
+        free_port(),
+        extra_main="smtpd_authorized_xclient_hosts = 127.0.0.1\n",
+        extra_services=[f"127.0.0.1:{proxy_port} inet n - n - - smtpd "
+                        f"-o smtpd_upstream_proxy_protocol=haproxy"])
+    instance.proxy_port = proxy_port
+    try:
+        instance.start()
+    except Exception:
+        instance.cleanup()
+        raise
+    yield instance
+    instance.cleanup()
+
+
+def send(guard, postfix):
+    already = len(postfix.delivered())
+    with guard.smtp_starttls(source_address=(CLIENT_IP, 0)) as smtp:
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        code, text = smtp.mail("alice@example.test")
+        assert code == 250, f"MAIL: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+        code, text = smtp.rcpt("someone@example.test")
+        assert code == 250, f"RCPT: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+        code, text = smtp.data(MESSAGE)
+        assert code == 250, f"DATA: {code} {text!r}\nPostfix log:\n{postfix.log()}"
+    queue_id = re.search(rb"queued as ([0-9A-Za-z]+)", text).group(1).decode()
+    path = postfix.wait_for_delivery(already + 1)[-1]
+    with open(path, "rb") as f:
+        stored = f.read()
+    ours = received_regex(client_ip=CLIENT_IP, rcpt="someone@example.test", eol=b"\n").search(stored)
+    assert ours, stored
+    assert stored[ours.end():] == MESSAGE.replace(b"\r\n", b"\n"), stored
+    return queue_id, stored
+
+
+def smtpd_lines(postfix, queue_id):
+    return [line for line in postfix.log().splitlines() if f"{queue_id}: client=" in line]
+
+
+def test_xclient_gives_postfix_the_client_address_and_login(smtpguard_factory, postfix_pair):
+    guard = smtpguard_factory(config={"backend": {"address": f"{HOST}:{postfix_pair.port}", "xclient": True}})
+    queue_id, stored = send(guard, postfix_pair)
+    lines = smtpd_lines(postfix_pair, queue_id)
+    assert lines, postfix_pair.log()
+    # Postfix's own log and Received header name the real client and user.
+    assert re.search(r"client=unknown\[127\.0\.0\.5\].*sasl_username=alice", lines[0]), lines
+    assert b"from mail.example.test (unknown [127.0.0.5])" in stored, stored
+    log = read_text(guard.stderr_path)
+    assert re.search(r"event=backend .*identity=xclient", log), log
+
+
+def test_without_xclient_postfix_sees_smtpguard(smtpguard_factory, postfix_pair):
+    """The control: same Postfix, XCLIENT not configured."""
+    guard = smtpguard_factory(config={"backend": {"address": f"{HOST}:{postfix_pair.port}"}})
+    queue_id, _ = send(guard, postfix_pair)
+    lines = smtpd_lines(postfix_pair, queue_id)
+    assert lines and "[127.0.0.1]" in lines[0] and "sasl_username" not in lines[0], lines
+
+
+def test_proxy_v2_gives_postfix_the_client_address(smtpguard_factory, postfix_pair):
+    guard = smtpguard_factory(config={"backend": {"address": f"{HOST}:{postfix_pair.proxy_port}",
+                                                  "proxy_protocol": "v2"}})
+    queue_id, stored = send(guard, postfix_pair)
+    lines = smtpd_lines(postfix_pair, queue_id)
+    assert lines and "[127.0.0.5]" in lines[0], lines
+    assert b"[127.0.0.5])" in stored.split(b"Received: from client.example.test")[0], stored
+    log = read_text(guard.stderr_path)
+    assert re.search(r"event=backend .*identity=proxy_v2", log), log
+    # The health probe's own header is accepted too: the backend is up.
+    assert "backend_down" not in log, log
+
+
+def test_proxy_v1_also_works(smtpguard_factory, postfix_pair):
+    guard = smtpguard_factory(config={"backend": {"address": f"{HOST}:{postfix_pair.proxy_port}",
+                                                  "proxy_protocol": "v1"}})
+    queue_id, _ = send(guard, postfix_pair)
+    lines = smtpd_lines(postfix_pair, queue_id)
+    assert lines and "[127.0.0.5]" in lines[0], lines
