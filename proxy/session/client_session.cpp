@@ -1182,7 +1182,8 @@ net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_
     header = co_await net::read_proxy_header(socket, proxy_header_timeout, reason);
   }
   if (!header) {
-    const std::string_view result = reason == "untrusted" || reason == "timeout" || reason == "closed" ? reason : "bad";
+    const bool known = reason == "untrusted" || reason == "timeout" || reason == "closed";
+    const std::string_view result = known ? std::string_view(reason) : std::string_view("bad");
     stats.proxy_header(result);
     log::event("proxy_header_refused")
         .add("peer", peer.address().to_string())
