@@ -32,12 +32,19 @@ def postfix_pair():
     if os.geteuid() != 0:
         pytest.fail("the Postfix backend test needs root (Postfix's master runs as root)")
     proxy_port = free_port()
+    recipe_port = free_port()
     instance = PostfixInstance(
         free_port(),
         extra_main="smtpd_authorized_xclient_hosts = 127.0.0.1\n",
-        extra_services=[f"127.0.0.1:{proxy_port} inet n - n - - smtpd "
-                        f"-o smtpd_upstream_proxy_protocol=haproxy"])
+        extra_services=[
+            f"127.0.0.1:{proxy_port} inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy",
+            # README's recipe, with loopback itself no longer trusted, so
+            # only the user XCLIENT names can make Postfix relay.
+            f"127.0.0.1:{recipe_port} inet n - n - - smtpd -o smtpd_authorized_xclient_hosts=127.0.0.1"
+            f" -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+            f" -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=none -o mynetworks=192.0.2.0/24"])
     instance.proxy_port = proxy_port
+    instance.recipe_port = recipe_port
     try:
         instance.start()
     except Exception:
@@ -110,3 +117,17 @@ def test_proxy_v1_also_works(smtpguard_factory, postfix_pair):
     queue_id, _ = send(guard, postfix_pair)
     lines = smtpd_lines(postfix_pair, queue_id)
     assert lines and "[127.0.0.5]" in lines[0], lines
+
+
+@pytest.mark.parametrize("xclient", [True, False])
+def test_readme_recipe_relays_for_the_xclient_login_only(smtpguard_factory, postfix_pair, xclient):
+    guard = smtpguard_factory(config={"backend": {"address": f"{HOST}:{postfix_pair.recipe_port}",
+                                                  "xclient": xclient}})
+    with guard.smtp_starttls(source_address=(CLIENT_IP, 0)) as smtp:
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        assert smtp.mail("alice@example.test")[0] == 250
+        code, text = smtp.rcpt("friend@elsewhere.test")
+    if xclient:
+        assert code == 250, (code, text, postfix_pair.log())
+    else:
+        assert code == 554 and b"Access denied" in text, (code, text)
