@@ -12,7 +12,7 @@ TEST(smtp_capabilities, parse_postfix_style_ehlo) {
   const reply ehlo{250,
                    {"mail.example.org", "PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS",
                     "AUTH PLAIN login", "AUTH=PLAIN LOGIN CRAM-MD5", "ENHANCEDSTATUSCODES", "8BITMIME",
-                    "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME ADDR PROTO HELO"}};
+                    "DSN", "SMTPUTF8", "CHUNKING", "XCLIENT NAME addr PROTO HELO"}};
   const capabilities caps = parse_ehlo(ehlo);
   EXPECT_TRUE(caps.pipelining);
   EXPECT_TRUE(caps.size);
@@ -24,6 +24,7 @@ TEST(smtp_capabilities, parse_postfix_style_ehlo) {
   EXPECT_TRUE(caps.smtputf8);
   EXPECT_TRUE(caps.chunking);
   EXPECT_TRUE(caps.xclient);
+  EXPECT_EQ(caps.xclient_attributes, (std::vector<std::string>{"NAME", "ADDR", "PROTO", "HELO"}));
   EXPECT_EQ(caps.auth_mechanisms, (std::vector<std::string>{"PLAIN", "LOGIN", "CRAM-MD5"}));
 }
 
