@@ -19,9 +19,9 @@ constexpr std::size_t max_backend_line = 4096;
 // Whatever its kind, the backend's byte stream is held in a tcp::socket:
 // only calls that mean the same for every stream socket (recv, send, poll,
 // FIONREAD, shutdown) are made on it, so the I/O code is the same for all.
-bool adopt(int descriptor, net::tcp::socket& socket) {
+bool adopt(int descriptor, net::tcp::socket& socket, net::tcp protocol = net::tcp::v4()) {
   std::error_code error;
-  socket.assign(net::tcp::v4(), descriptor, error);
+  socket.assign(protocol, descriptor, error);
   if (!error) return true;
   ::close(descriptor);
   return false;
@@ -49,12 +49,13 @@ net::awaitable<bool> connect_tcp(const endpoint& address, const timeouts_config&
   }
   std::error_code error;
   socket.set_option(net::tcp::no_delay(true), error);
+  const net::tcp protocol = socket.local_endpoint(error).protocol();
   // Waiting for the connect left the descriptor watched for writability too,
   // which would wake the loop after every command we send. Registered
   // afresh, it is watched for input only.
   const auto descriptor = socket.release(error);
   if (error) co_return false;
-  co_return adopt(descriptor, out);
+  co_return adopt(descriptor, out, protocol);
 }
 
 net::awaitable<bool> connect_unix(const std::string& path, const timeouts_config& timeouts, net::tcp::socket& out) {
