@@ -7,8 +7,12 @@ BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
   libasio-dev android-libboringssl-dev nlohmann-json3-dev prometheus-cpp-dev
   libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev)
 RUN_PACKAGES=(python3-aiosmtpd swaks)
+# m4 builds sendmail's configuration; util-linux (unshare) and mount give the
+# private sendmail its namespaces; passwd (useradd) creates Exim's user. Exim
+# and sendmail themselves are unpacked by tests/integration/mta_packages.py.
 TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks curl postfix
-  prometheus systemd fail2ban python3-yaml strace libcap2-bin haproxy)
+  prometheus systemd fail2ban python3-yaml strace libcap2-bin haproxy
+  m4 util-linux mount passwd)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
