@@ -20,6 +20,7 @@ import pytest
 
 import harness
 from wire_backend import WireBackend
+from mta_instance import running
 from postfix_instance import PostfixInstance, postfix_available
 
 
@@ -31,12 +32,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
-
-
-def _test_failed(request):
-    node = request.node
-    return any(getattr(node, "rep_" + when, None) is not None and getattr(node, "rep_" + when).failed
-               for when in ("setup", "call"))
 
 
 # --------------------------------------------------------------------------
@@ -114,7 +109,7 @@ def recorder(recorder_process, request):
     RCPT TO:<multi@example.test> with a two-line 250."""
     view = harness.RecorderView(recorder_process)
     yield view
-    if _test_failed(request):
+    if harness.setup_or_call_failed(request):
         harness.eprint(recorder_process.diagnostics())
 
 
@@ -130,7 +125,7 @@ def wire_backend(request):
         return backend
 
     yield start
-    if _test_failed(request):
+    if harness.setup_or_call_failed(request):
         for backend in started:
             harness.eprint(f"=== wire backend {backend.address}: {backend.sessions()!r}")
     for backend in started:
@@ -146,14 +141,8 @@ def postfix(tmp_path_factory):
         pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.fail("the Postfix backend test needs root (Postfix's master runs as root)")
-    instance = PostfixInstance(harness.free_port())
-    try:
-        instance.start()
-    except Exception:
-        instance.cleanup()
-        raise
-    yield instance
-    instance.cleanup()
+    with running(PostfixInstance(harness.free_port())) as instance:
+        yield instance
 
 
 # --------------------------------------------------------------------------
@@ -180,7 +169,7 @@ def smtpguard_factory(binary, certs, users_file, recorder, tmp_path, request):
         return guard.start()
 
     yield start
-    failed = _test_failed(request)
+    failed = harness.setup_or_call_failed(request)
     for guard in started:
         died = guard.proc is not None and guard.proc.poll() is not None
         guard.stop()

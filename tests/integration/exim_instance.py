@@ -39,21 +39,17 @@ shows the client address from the header (H=) and PRX=<proxy ip>; I= stays
 Exim's own listening address. The DATA ACL also logs
 "proxy_session client=[ip]:port external=[ip]:port proxy=[ip]:port": the
 header's source and destination, and the proxy's end of the connection.
+
+Delivered messages (messages()) are stored with LF line endings; Exim
+prepends Return-path:, Envelope-to: and Delivery-date: to each.
 """
 
 import os
 import pwd
-import re
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 
 import mta_packages
-
-INSTANCE_PARENT = "/run/smtpguard-test-mtas"
+from mta_instance import MtaInstance, file_text, private_base
 
 
 def exim_available(flavour="light"):
@@ -62,16 +58,10 @@ def exim_available(flavour="light"):
     return (True, "") if ok else (False, info)
 
 
-def _private_base(prefix):
-    os.makedirs(INSTANCE_PARENT, exist_ok=True)
-    os.chmod(INSTANCE_PARENT, 0o755)
-    base = tempfile.mkdtemp(prefix=prefix, dir=INSTANCE_PARENT)
-    os.chmod(base, 0o755)
-    return base
-
-
-class EximInstance:
+class EximInstance(MtaInstance):
+    NAME = "Exim"
     HOSTNAME = "exim-backend.example.test"
+    QUEUE_ID_IN_LOG = r"\b([0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2,4}) <= "
 
     def __init__(self, port=None, base_dir=None, flavour="light", domains=("example.test",),
                  trust_auth_hosts="127.0.0.0/8", proxy_hosts=None, auth_advertise_hosts=None,
@@ -90,14 +80,13 @@ class EximInstance:
         self.proxy_hosts = proxy_hosts
         self.auth_advertise_hosts = auth_advertise_hosts
         self.extra_main = extra_main
-        self.base = base_dir or _private_base("exim-")
+        self.base = base_dir or private_base("exim-")
         self.config_file = os.path.join(self.base, "exim.conf")
         self.spool_dir = os.path.join(self.base, "spool")
         self.log_dir = os.path.join(self.base, "log")
         self.mail_dir = os.path.join(self.base, "mail")
         self.maildir = os.path.join(self.mail_dir, "Maildir")
         self.stdout_file = os.path.join(self.base, "daemon.out")
-        self.proc = None
         self.prepared = False
 
     # -- setup -------------------------------------------------------------
@@ -249,111 +238,23 @@ begin retry
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, port=None, timeout=20):
-        if port is not None:
-            self.port = port
-        if self.port is None:
-            raise ValueError("EximInstance needs a port")
-        self.prepare()
-        out = open(self.stdout_file, "ab")
+        # hosts_proxy may cover us: Exim then waits for a header.
+        header = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 25\r\n" if self.proxy_hosts else None
         # -bdf: daemon in the foreground (so self.proc is the daemon); -q1m:
         # retry deferred mail every minute.
-        self.proc = subprocess.Popen([self.exim, "-C", self.config_file, "-bdf", "-q1m"],
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     start_new_session=True)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exim daemon exited {self.proc.returncode}\n{self._out()}\n"
-                                   f"log:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(5)
-                    if self.proxy_hosts:
-                        # hosts_proxy may cover us: Exim then waits for a header.
-                        s.sendall(b"PROXY TCP4 127.0.0.1 127.0.0.1 1 25\r\n")
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Exim on 127.0.0.1:{self.port} did not answer within {timeout}s\n"
-                                   f"{self._out()}\nlog:\n{self.log()}")
-            time.sleep(0.1)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def cleanup(self):
-        """Stops the daemon, waits for what it or a -bs session left running
-        (killing it after a few seconds) and removes the instance directory.
-        Returns the PIDs that had to be killed (none, normally)."""
-        self.stop()
-        killed = mta_packages.reap_instance_processes(self.base)
-        shutil.rmtree(self.base, ignore_errors=True)
-        return killed
+        self._start_daemon([self.exim, "-C", self.config_file, "-bdf", "-q1m"], port, timeout,
+                           proxy_header=header)
 
     # -- inspection --------------------------------------------------------
-    def _out(self):
-        try:
-            with open(self.stdout_file, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
     # Logged (to mainlog and paniclog) whenever a re-executed Exim process
     # runs as the Exim user with our untrusted -C file: expected, harmless.
     BENIGN_PANIC = "exim user lost privilege for using -C option"
 
     def log(self, name="mainlog"):
         """Exim's mainlog (or "rejectlog", "paniclog")."""
-        try:
-            with open(os.path.join(self.log_dir, name), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return file_text(os.path.join(self.log_dir, name))
 
     def panics(self):
         """paniclog lines other than the expected privilege notice."""
         return [line for line in self.log("paniclog").splitlines()
                 if line.strip() and self.BENIGN_PANIC not in line]
-
-    def delivered(self):
-        """Paths of messages in the Maildir's new/ folder, oldest first."""
-        new = os.path.join(self.maildir, "new")
-        try:
-            names = os.listdir(new)
-        except FileNotFoundError:
-            return []
-        paths = [os.path.join(new, n) for n in names]
-        return sorted(paths, key=lambda p: (os.stat(p).st_mtime_ns, p))
-
-    def messages(self):
-        """Delivered messages (bytes, LF line endings as Exim stores them),
-        oldest first. Exim prepends Return-path:, Envelope-to: and
-        Delivery-date: to each."""
-        out = []
-        for p in self.delivered():
-            with open(p, "rb") as f:
-                out.append(f.read())
-        return out
-
-    def wait_for_delivery(self, count=1, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.delivered()) >= count:
-                return self.messages()
-            time.sleep(0.1)
-        raise AssertionError(f"Exim delivered {len(self.delivered())} message(s) to {self.maildir}/new "
-                             f"within {timeout}s, expected {count}\nExim log:\n{self.log()}")
-
-    def queue_ids_in_log(self):
-        return re.findall(r"\b([0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2,4}) <= ", self.log())

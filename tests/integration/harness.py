@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 HOST = "127.0.0.1"
 HOSTNAME = "mail.example.test"
@@ -70,6 +71,14 @@ def wait_until(predicate, timeout, interval=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def setup_or_call_failed(request):
+    """Whether the test of a fixture's request failed in setup or in its
+    call (conftest.py's pytest_runtest_makereport records the reports)."""
+    node = request.node
+    return any(getattr(node, "rep_" + when, None) is not None and getattr(node, "rep_" + when).failed
+               for when in ("setup", "call"))
 
 
 def read_text(path, limit=20000):
@@ -663,6 +672,70 @@ def smtplib_auth(smtp, mechanism, user, password):
     smtp.user, smtp.password = user, password
     method = {"PLAIN": smtp.auth_plain, "LOGIN": smtp.auth_login, "CRAM-MD5": smtp.auth_cram_md5}[mechanism]
     return smtp.auth(mechanism, method, initial_response_ok=(mechanism == "PLAIN"))
+
+
+# --------------------------------------------------------------------------
+# One message through smtpguard into a real MTA (postfix_instance.py,
+# exim_instance.py, sendmail_instance.py)
+# --------------------------------------------------------------------------
+def message_for_mta(mta):
+    """What the Exim and sendmail tests send (Subject: through smtpguard
+    into <mta>, Message-ID: <<mta in lower case>-test-1@example.test>): a
+    body with what an MTA might change on the way, a line starting with a
+    dot, one starting with "From " and 8-bit text."""
+    return (
+        b"From: Alice <alice@example.test>\r\n"
+        b"To: Someone <someone@example.test>\r\n"
+        b"Subject: through smtpguard into " + mta.encode() + b"\r\n"
+        b"Message-ID: <" + mta.lower().encode() + b"-test-1@example.test>\r\n"
+        b"Date: Sun, 22 Nov 2026 19:00:00 +0000\r\n"
+        b"\r\n"
+        b"Hello from the integration test.\r\n"
+        b".a dot line\r\n"
+        b"From the start of a line\r\n"
+        b"\xc3\xa9 8-bit\r\n"
+        b"bye\r\n"
+    )
+
+
+class Relayed(NamedTuple):
+    client_port: int   # the client's end of its connection to smtpguard
+    reply: bytes       # the MTA's reply to the end of DATA, relayed
+    queue_id: str      # the MTA's queue id, from that reply
+    stored: bytes      # the message as the MTA delivered it
+    received: re.Match  # smtpguard's Received header in `stored`
+
+
+def relay_to_mta(guard, mta, message, queue_id_pattern, client_ip=None,
+                 sender="alice@example.test", rcpt="someone@example.test"):
+    """Sends message from sender to rcpt with smtplib through smtpguard's
+    STARTTLS listener (AUTH PLAIN as alice; from client_ip when given, else
+    from HOST), then checks what reached mta (an mta_instance.MtaInstance):
+    the reply carries its queue id (group 1 of queue_id_pattern), it
+    delivers one more message, and that one has smtpguard's Received header
+    (that client, alice, rcpt) with the message exactly as sent below it
+    (LF line endings: the MTAs here store them so)."""
+    already = len(mta.delivered())
+    source = (client_ip, 0) if client_ip else None
+    with guard.smtp_starttls(source_address=source) as smtp:
+        client_port = smtp.sock.getsockname()[1]
+        smtplib_auth(smtp, "PLAIN", *ALICE)
+        code, text = smtp.mail(sender)
+        assert code == 250, f"MAIL: {code} {text!r}\n{mta.NAME} log:\n{mta.log()}"
+        code, text = smtp.rcpt(rcpt)
+        assert code == 250, f"RCPT: {code} {text!r}\n{mta.NAME} log:\n{mta.log()}"
+        code, text = smtp.data(message)
+        assert code == 250, f"end of DATA: {code} {text!r}\n{mta.NAME} log:\n{mta.log()}"
+    queued = re.search(queue_id_pattern, text)
+    assert queued, f"{mta.NAME}'s queue id is missing from the relayed reply {text!r}"
+
+    mta.wait_for_delivery(already + 1)
+    stored = mta.messages()[already]
+    shown = stored.decode(errors="replace")
+    ours = received_regex(client_ip=client_ip or HOST, rcpt=rcpt, eol=b"\n").search(stored)
+    assert ours, f"smtpguard's Received header (client {client_ip or HOST}, user alice) is missing:\n{shown}"
+    assert stored[ours.end():] == message.replace(b"\r\n", b"\n"), f"message changed on the way:\n{shown}"
+    return Relayed(client_port, text, queued.group(1).decode(), stored, ours)
 
 
 # --------------------------------------------------------------------------

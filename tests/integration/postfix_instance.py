@@ -10,11 +10,12 @@ runs as root and drops privileges to the postfix user).
 import grp
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import tempfile
 import time
+
+from mta_instance import MtaInstance
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 MASTER_CF_CANDIDATES = ("/etc/postfix/master.cf", "/usr/share/postfix/master.cf.dist")
@@ -65,7 +66,10 @@ def _master_cf(template_text, port):
     return "\n".join(out) + "\n"
 
 
-class PostfixInstance:
+class PostfixInstance(MtaInstance):
+    NAME = "Postfix"
+    QUEUE_ID_IN_LOG = r"postfix/\w+\[\d+\]: ([0-9A-F]{6,}): "
+
     def __init__(self, port, base_dir=None, extra_main="", extra_services=()):
         """extra_main: main.cf lines appended; extra_services: master.cf
         lines added (more smtpd listeners, with their -o overrides)."""
@@ -168,21 +172,7 @@ delay_warning_time = 0h
         self._run("check")
         self._run("start")
         self.started = True
-        deadline = time.monotonic() + timeout
-        import socket
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(5)
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Postfix smtpd on 127.0.0.1:{self.port} did not answer "
-                                   f"within {timeout}s\nlog:\n{self.log()}")
-            time.sleep(0.1)
+        self.wait_for_greeting(timeout)
 
     def stop(self):
         if self.started:
@@ -202,41 +192,11 @@ delay_warning_time = 0h
                 time.sleep(0.1)
             self.started = False
 
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
     # -- inspection --------------------------------------------------------
-    def log(self):
-        try:
-            with open(self.log_file, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return "(no log)"
-
-    def delivered(self):
-        """Paths of messages in the Maildir's new/ folder, oldest first."""
-        new = os.path.join(self.maildir, "new")
-        try:
-            names = os.listdir(new)
-        except FileNotFoundError:
-            return []
-        paths = [os.path.join(new, n) for n in names]
-        return sorted(paths, key=lambda p: os.stat(p).st_mtime_ns)
-
     def wait_for_delivery(self, count=1, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            paths = self.delivered()
-            if len(paths) >= count:
-                return paths
-            time.sleep(0.1)
-        raise AssertionError(
-            f"Postfix delivered {len(self.delivered())} message(s) to {self.maildir}/new "
-            f"within {timeout}s, expected {count}\nPostfix log:\n{self.log()}")
-
-    def queue_ids_in_log(self):
-        return re.findall(r"postfix/\w+\[\d+\]: ([0-9A-F]{6,}): ", self.log())
+        """Paths (not contents) of the delivered messages, once there are
+        at least count."""
+        return self.wait_for_delivered(count, timeout)
 
     # -- optional settings (additive; nothing above uses them) --------------
     def postconf(self, **settings):

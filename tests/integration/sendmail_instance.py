@@ -44,16 +44,14 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import threading
-import time
 
 import mta_packages
+from mta_instance import INSTANCE_PARENT, MtaInstance, private_base
 
-INSTANCE_PARENT = "/run/smtpguard-test-mtas"
 HOSTNAME = "sendmail-backend.example.test"
 
 
@@ -194,8 +192,10 @@ exit 0
 """
 
 
-class SendmailInstance:
+class SendmailInstance(MtaInstance):
+    NAME = "sendmail"
     HOSTNAME = HOSTNAME
+    QUEUE_ID_IN_LOG = r"sendmail\[\d+\]: ([0-9A-Za-z]{14}): from="
 
     def __init__(self, port=None, base_dir=None, domains=("example.test",)):
         ok, tree = mta_packages.ensure_sendmail()
@@ -205,11 +205,7 @@ class SendmailInstance:
         self.sendmail = tree["sendmail"]
         self.port = port
         self.domains = tuple(domains)
-        if base_dir is None:
-            os.makedirs(INSTANCE_PARENT, exist_ok=True)
-            os.chmod(INSTANCE_PARENT, 0o755)
-            base_dir = tempfile.mkdtemp(prefix="sendmail-", dir=INSTANCE_PARENT)
-        self.base = base_dir
+        self.base = base_dir or private_base("sendmail-")
         os.chmod(self.base, 0o755)
         self.mc_file = os.path.join(self.base, "sendmail.mc")
         self.cf_file = os.path.join(self.base, "sendmail.cf")
@@ -221,7 +217,6 @@ class SendmailInstance:
         self.log_file = os.path.join(self.base, "sendmail.log")
         self.stdout_file = os.path.join(self.base, "daemon.out")
         self.syslog = SyslogReceiver(os.path.join(self.base, "log.sock"), self.log_file)
-        self.proc = None
         self.prepared = False
 
     # -- setup -------------------------------------------------------------
@@ -319,100 +314,13 @@ MAILER(`smtp')dnl
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, port=None, timeout=20):
-        if port is not None:
-            self.port = port
-        if self.port is None:
-            raise ValueError("SendmailInstance.start needs a port")
-        self.prepare()
-        out = open(self.stdout_file, "ab")
         # -bD: daemon in the foreground (self.proc is the daemon; ns-run and
         # unshare exec it in place); -q1m: retry deferred mail every minute.
-        self.proc = subprocess.Popen([self.ns_run, self.sendmail, "-C", self.cf_file, "-bD", "-q1m"],
-                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     start_new_session=True)
-        out.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sendmail daemon exited {self.proc.returncode}\n{self._out()}\n"
-                                   f"log:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(5)
-                    if s.recv(512).startswith(b"220"):
-                        s.sendall(b"QUIT\r\n")
-                        s.recv(512)
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sendmail on 127.0.0.1:{self.port} did not answer within "
-                                   f"{timeout}s\n{self._out()}\nlog:\n{self.log()}")
-            time.sleep(0.1)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        self._start_daemon([self.ns_run, self.sendmail, "-C", self.cf_file, "-bD", "-q1m"], port, timeout)
 
     def cleanup(self):
-        """Stops the daemon, waits for what it or a -bs session left running
-        (killing it after a few seconds) and removes the instance directory.
-        Returns the PIDs that had to be killed (none, normally)."""
-        self.stop()
-        killed = mta_packages.reap_instance_processes(self.base)
+        """MtaInstance.cleanup(); the log collection stops only after the
+        processes left behind (which may still log) are gone."""
+        killed = super().cleanup()
         self.syslog.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
         return killed
-
-    # -- inspection --------------------------------------------------------
-    def _out(self):
-        try:
-            with open(self.stdout_file, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def log(self):
-        try:
-            with open(self.log_file, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return "(no log)"
-
-    def delivered(self):
-        """Paths of messages in the Maildir's new/ folder, oldest first."""
-        new = os.path.join(self.maildir, "new")
-        try:
-            names = os.listdir(new)
-        except FileNotFoundError:
-            return []
-        paths = [os.path.join(new, n) for n in names]
-        return sorted(paths, key=lambda p: (os.stat(p).st_mtime_ns, p))
-
-    def messages(self):
-        """Delivered messages (bytes, LF line endings), oldest first, one per
-        recipient, each starting with Delivered-To:, Return-Path:, Received:."""
-        out = []
-        for p in self.delivered():
-            with open(p, "rb") as f:
-                out.append(f.read())
-        return out
-
-    def wait_for_delivery(self, count=1, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.delivered()) >= count:
-                return self.messages()
-            time.sleep(0.1)
-        raise AssertionError(f"sendmail delivered {len(self.delivered())} message(s) to "
-                             f"{self.maildir}/new within {timeout}s, expected {count}\n"
-                             f"sendmail log:\n{self.log()}")
-
-    def queue_ids_in_log(self):
-        return re.findall(r"sendmail\[\d+\]: ([0-9A-Za-z]{14}): from=", self.log())

@@ -17,24 +17,12 @@ import re
 import pytest
 
 from exim_instance import EximInstance, exim_available
-from harness import ALICE, HOST, free_port, received_regex, smtplib_auth, wait_until
+from harness import HOST, free_port, message_for_mta, relay_to_mta, setup_or_call_failed, wait_until
 
 CLIENT_IP = "127.0.0.5"  # the client's own address, distinct from smtpguard's
 SENDER = "alice@example.test"
 RCPT = "someone@example.test"
-MESSAGE = (
-    b"From: Alice <alice@example.test>\r\n"
-    b"To: Someone <someone@example.test>\r\n"
-    b"Subject: through smtpguard into Exim\r\n"
-    b"Message-ID: <exim-test-1@example.test>\r\n"
-    b"Date: Sun, 22 Nov 2026 19:00:00 +0000\r\n"
-    b"\r\n"
-    b"Hello from the integration test.\r\n"
-    b".a dot line\r\n"
-    b"From the start of a line\r\n"
-    b"\xc3\xa9 8-bit\r\n"
-    b"bye\r\n"
-)
+MESSAGE = message_for_mta("Exim")  # Message-ID: <exim-test-1@example.test>
 # Exim's reply to the end of DATA and the id it logs the message under.
 QUEUE_ID = rb"[0-9A-Za-z]{6}-[0-9A-Za-z]{6}-[0-9A-Za-z]{2,4}"
 
@@ -56,8 +44,7 @@ def exim_factory(request):
         return instance
 
     yield start
-    failed = any(getattr(request.node, "rep_" + when, None) is not None
-                 and getattr(request.node, "rep_" + when).failed for when in ("setup", "call"))
+    failed = setup_or_call_failed(request)
     leftovers = []
     for instance in started:
         if failed:
@@ -67,41 +54,22 @@ def exim_factory(request):
     assert not leftovers, f"Exim processes still running after the test were killed: {leftovers}"
 
 
-def send(guard, exim):
-    """One message from smtplib (AUTH PLAIN over STARTTLS, from CLIENT_IP).
-    Returns (client port, Exim's reply to the end of DATA)."""
-    with guard.smtp_starttls(source_address=(CLIENT_IP, 0)) as smtp:
-        client_port = smtp.sock.getsockname()[1]
-        smtplib_auth(smtp, "PLAIN", *ALICE)
-        code, text = smtp.mail(SENDER)
-        assert code == 250, f"MAIL: {code} {text!r}\nExim log:\n{exim.log()}"
-        code, text = smtp.rcpt(RCPT)
-        assert code == 250, f"RCPT: {code} {text!r}\nExim log:\n{exim.log()}"
-        code, text = smtp.data(MESSAGE)
-        assert code == 250, f"end of DATA: {code} {text!r}\nExim log:\n{exim.log()}"
-    return client_port, text
-
-
-def check_delivery(exim, reply, exim_sees):
-    """The one delivered message: Exim's envelope headers, its own Received
-    header naming exim_sees (the address Exim takes for the client's), then
+def send_and_check(guard, exim, exim_sees):
+    """One message from smtplib (AUTH PLAIN over STARTTLS, from CLIENT_IP),
+    checked as delivered: Exim's envelope headers, its own Received header
+    naming exim_sees (the address Exim takes for the client's), then
     smtpguard's naming the client (CLIENT_IP) and alice, then the message
     exactly as the client sent it (Exim stores LF line endings). Returns
-    (stored bytes, queue id)."""
-    queued = re.search(rb"\bid=(" + QUEUE_ID + rb")", reply)
-    assert queued, f"Exim's queue id is missing from the relayed reply {reply!r}"
-    queue_id = queued.group(1).decode()
-    stored = exim.wait_for_delivery(1)[0]
+    harness.Relayed (client port, stored bytes, queue id, ...)."""
+    sent = relay_to_mta(guard, exim, MESSAGE, rb"\bid=(" + QUEUE_ID + rb")", client_ip=CLIENT_IP,
+                        sender=SENDER, rcpt=RCPT)
+    stored, queue_id = sent.stored, sent.queue_id
     shown = stored.decode(errors="replace")
     # The appendfile transport's return_path_add / envelope_to_add: the
     # envelope as smtpguard passed it on.
     assert stored.startswith(b"Return-path: <" + SENDER.encode() + b">\nEnvelope-to: "
                              + RCPT.encode() + b"\nDelivery-date: "), shown
-    ours = received_regex(client_ip=CLIENT_IP, rcpt=RCPT, eol=b"\n").search(stored)
-    assert ours, f"smtpguard's Received header (client {CLIENT_IP}, user alice) is missing:\n{shown}"
-    assert stored[ours.end():] == MESSAGE.replace(b"\r\n", b"\n"), \
-        f"message changed on the way:\n{shown}"
-    exim_part = stored[:ours.start()]
+    exim_part = stored[:sent.received.start()]
     assert re.search(rb"\nReceived: from \[" + re.escape(exim_sees.encode())
                      + rb"\] \(port=\d+ helo=mail\.example\.test\)\n"
                      rb"\tby exim-backend\.example\.test with esmtp \(Exim 4\.\d+\)\n"
@@ -115,7 +83,7 @@ def check_delivery(exim, reply, exim_sees):
     assert re.search(rf"{queue_id} => someone <{re.escape(RCPT)}> .*R=to_maildir T=maildir", log), log
     assert f"{queue_id} Completed" in log, log
     assert exim.panics() == [], exim.log("paniclog")
-    return stored, queue_id
+    return sent
 
 
 def test_exim_light_learns_the_user_from_mail_auth(smtpguard_factory, exim_factory):
@@ -125,8 +93,8 @@ def test_exim_light_learns_the_user_from_mail_auth(smtpguard_factory, exim_facto
     exim = exim_factory("light", auth_advertise_hosts="127.0.0.0/8")
     guard = smtpguard_factory(backend_address=f"{HOST}:{exim.port}",
                               config={"backend": {"mail_auth": True, "health_interval": 3600}})
-    _, reply = send(guard, exim)
-    stored, queue_id = check_delivery(exim, reply, exim_sees=HOST)
+    sent = send_and_check(guard, exim, exim_sees=HOST)
+    stored, queue_id = sent.stored, sent.queue_id
 
     # $authenticated_sender, set from AUTH= only (smtplib sent no AUTH= and
     # smtpguard strips a client's own), as the DATA ACL logs and adds it.
@@ -146,8 +114,7 @@ def test_exim_light_without_mail_auth_has_no_authenticated_sender(smtpguard_fact
     exim = exim_factory("light", auth_advertise_hosts="127.0.0.0/8")
     guard = smtpguard_factory(backend_address=f"{HOST}:{exim.port}",
                               config={"backend": {"mail_auth": False, "health_interval": 3600}})
-    _, reply = send(guard, exim)
-    stored, _ = check_delivery(exim, reply, exim_sees=HOST)
+    stored = send_and_check(guard, exim, exim_sees=HOST).stored
     assert "authenticated_sender=" not in exim.log(), exim.log()
     assert b"X-Exim-Authenticated-Sender" not in stored, stored.decode(errors="replace")
 
@@ -159,8 +126,8 @@ def test_exim_heavy_sees_the_real_client_through_proxy_protocol_v2(smtpguard_fac
     exim = exim_factory("heavy", proxy_hosts="127.0.0.1")
     guard = smtpguard_factory(backend_address=f"{HOST}:{exim.port}",
                               config={"backend": {"proxy_protocol": "v2", "health_interval": 3600}})
-    client_port, reply = send(guard, exim)
-    _, queue_id = check_delivery(exim, reply, exim_sees=CLIENT_IP)
+    sent = send_and_check(guard, exim, exim_sees=CLIENT_IP)
+    client_port, queue_id = sent.client_port, sent.queue_id
 
     log = exim.log()
     # The client's address and port from the header, on the arrival line and

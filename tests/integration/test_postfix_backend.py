@@ -1,11 +1,10 @@
 """A real, private Postfix as the backend: mail lands in its Maildir."""
 
-import re
 import time
 
 import pytest
 
-from harness import ALICE, HOST, received_regex, smtplib_auth
+from harness import ALICE, HOST, received_regex, relay_to_mta, smtplib_auth
 
 MESSAGE = (
     b"From: Alice <alice@example.test>\r\n"
@@ -26,32 +25,12 @@ def guard(smtpguard_factory, postfix):
 
 
 def test_message_is_delivered_to_maildir(guard, postfix):
-    already = len(postfix.delivered())
-    with guard.smtp_starttls() as smtp:
-        smtplib_auth(smtp, "PLAIN", *ALICE)
-        code, text = smtp.mail("alice@example.test")
-        assert code == 250, f"MAIL: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-        code, text = smtp.rcpt("someone@example.test")
-        assert code == 250, f"RCPT: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-        code, text = smtp.data(MESSAGE)
-        assert code == 250, f"end of DATA: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-    queued = re.search(rb"queued as ([0-9A-Za-z]+)", text)
-    assert queued, f"Postfix's queue id is missing from the relayed reply {text!r}"
-
-    path = postfix.wait_for_delivery(already + 1)[-1]
-    with open(path, "rb") as f:
-        stored = f.read()
+    sent = relay_to_mta(guard, postfix, MESSAGE, rb"queued as ([0-9A-Za-z]+)")
     # Postfix stores Maildir files with LF line endings and puts its own
     # trace headers (Return-Path, Delivered-To, Received) on top of ours.
-    ours = received_regex(rcpt="someone@example.test", eol=b"\n")
-    m = ours.search(stored)
-    assert m, f"smtpguard's Received header is missing from the delivered message:\n{stored.decode(errors='replace')}"
-    postfix_part = stored[:m.start()]
-    assert b"by backend.example.test (Postfix)" in postfix_part, \
-        f"Postfix's own Received header should come first:\n{stored.decode(errors='replace')}"
-    assert stored[m.end():] == MESSAGE.replace(b"\r\n", b"\n"), \
-        f"message body changed on the way:\n{stored.decode(errors='replace')}"
-    assert queued.group(1).decode() in postfix.log(), "queue id in the reply is not Postfix's"
+    assert b"by backend.example.test (Postfix)" in sent.stored[:sent.received.start()], \
+        f"Postfix's own Received header should come first:\n{sent.stored.decode(errors='replace')}"
+    assert sent.queue_id in postfix.log(), "queue id in the reply is not Postfix's"
     assert "status=sent (delivered to maildir)" in postfix.log()
 
 

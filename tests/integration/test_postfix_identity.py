@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from harness import ALICE, HOST, free_port, read_text, received_regex, smtplib_auth
+from harness import ALICE, HOST, free_port, read_text, relay_to_mta, smtplib_auth
+from mta_instance import running
 from postfix_instance import PostfixInstance, postfix_available
 
 CLIENT_IP = "127.0.0.5"
@@ -45,33 +46,13 @@ def postfix_pair():
             f" -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=none -o mynetworks=192.0.2.0/24"])
     instance.proxy_port = proxy_port
     instance.recipe_port = recipe_port
-    try:
-        instance.start()
-    except Exception:
-        instance.cleanup()
-        raise
-    yield instance
-    instance.cleanup()
+    with running(instance):
+        yield instance
 
 
 def send(guard, postfix):
-    already = len(postfix.delivered())
-    with guard.smtp_starttls(source_address=(CLIENT_IP, 0)) as smtp:
-        smtplib_auth(smtp, "PLAIN", *ALICE)
-        code, text = smtp.mail("alice@example.test")
-        assert code == 250, f"MAIL: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-        code, text = smtp.rcpt("someone@example.test")
-        assert code == 250, f"RCPT: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-        code, text = smtp.data(MESSAGE)
-        assert code == 250, f"DATA: {code} {text!r}\nPostfix log:\n{postfix.log()}"
-    queue_id = re.search(rb"queued as ([0-9A-Za-z]+)", text).group(1).decode()
-    path = postfix.wait_for_delivery(already + 1)[-1]
-    with open(path, "rb") as f:
-        stored = f.read()
-    ours = received_regex(client_ip=CLIENT_IP, rcpt="someone@example.test", eol=b"\n").search(stored)
-    assert ours, stored
-    assert stored[ours.end():] == MESSAGE.replace(b"\r\n", b"\n"), stored
-    return queue_id, stored
+    sent = relay_to_mta(guard, postfix, MESSAGE, rb"queued as ([0-9A-Za-z]+)", client_ip=CLIENT_IP)
+    return sent.queue_id, sent.stored
 
 
 def smtpd_lines(postfix, queue_id):
