@@ -11,7 +11,8 @@ Received lines name TCPREMOTEINFO@TCPREMOTEIP.
 
 Every message is written to $STANDIN_QUEUE/<n>.msg (the bytes as qmail
 would queue them) with <n>.json (envelope); every command line to
-$STANDIN_QUEUE/commands.log and the environment to env-<pid>.json.
+$STANDIN_QUEUE/commands.log and the environment to env-<pid>.json (its
+arguments, which it otherwise ignores, as STANDIN_ARGV).
 STANDIN_RCPTHOSTS: comma-separated domains (default example.test).
 STANDIN_FAIL=data: answer the end of DATA with 451 and exit, as qmail does
 when its queue fails.
@@ -83,7 +84,7 @@ def read_data():
 
 def main():
     with open(os.path.join(QUEUE, f"env-{os.getpid()}.json"), "w") as f:
-        json.dump(dict(os.environ), f)
+        json.dump(dict(os.environ, STANDIN_ARGV=json.dumps(sys.argv[1:])), f)
     out(f"220 {HOST} ESMTP\r\n")
     helo = None
     sender = None

@@ -66,7 +66,9 @@ def children(pid):
 
 def test_qmail_gets_the_message_and_the_client_in_tcpserver_variables(smtpguard_factory, tmp_path):
     guard = qmail_guard(smtpguard_factory, tmp_path, environment={"RELAYCLIENT": ""},
-                        xclient=True, mail_auth=True)
+                        xclient=True, mail_auth=True,
+                        command=[sys.executable, STANDIN, "-oMa{client_ip}.{client_port}", "{user}",
+                                 "{local_ip}:{local_port}", "{unknown}"])
     refused, (code, text) = send(guard, rcpts=("someone@example.test", "friend@elsewhere.test"))
     assert refused == {}
     assert code == 250 and re.search(rb"ok \d+ qp \d+$", text), (code, text)
@@ -88,6 +90,9 @@ def test_qmail_gets_the_message_and_the_client_in_tcpserver_variables(smtpguard_
     assert e["TCPREMOTEINFO"] == "alice" and e["PROTO"] == "TCP" and e["TCPLOCALIP"] == HOST
     assert e["TCPLOCALPORT"] == str(guard.starttls_port) and e["RELAYCLIENT"] == ""
     assert int(e["TCPREMOTEPORT"]) > 0
+    # Placeholders in the arguments are the session's; others stay as written.
+    assert json.loads(e["STANDIN_ARGV"]) == [f"-oMa{CLIENT_IP}.{e['TCPREMOTEPORT']}", "alice",
+                                             f"{HOST}:{guard.starttls_port}", "{unknown}"]
     # Nothing of smtpguard's own environment leaks to the program.
     assert "SMTPGUARD_BINARY" not in e and "PYTHONDONTWRITEBYTECODE" not in e
 
