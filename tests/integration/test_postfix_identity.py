@@ -43,7 +43,11 @@ def postfix_pair():
             # only the user XCLIENT names can make Postfix relay.
             f"127.0.0.1:{recipe_port} inet n - n - - smtpd -o smtpd_authorized_xclient_hosts=127.0.0.1"
             f" -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
-            f" -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=none -o mynetworks=192.0.2.0/24"])
+            f" -o smtpd_sasl_auth_enable=yes -o smtpd_tls_security_level=none -o mynetworks=192.0.2.0/24",
+            # The same on a Unix socket: private/smtpguard in the queue directory.
+            "smtpguard unix - - n - - smtpd -o smtpd_authorized_xclient_hosts=127.0.0.1"
+            " -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+            " -o smtpd_sasl_auth_enable=yes -o mynetworks=192.0.2.0/24"])
     instance.proxy_port = proxy_port
     instance.recipe_port = recipe_port
     with running(instance):
@@ -112,3 +116,12 @@ def test_readme_recipe_relays_for_the_xclient_login_only(smtpguard_factory, post
         assert code == 250, (code, text, postfix_pair.log())
     else:
         assert code == 554 and b"Access denied" in text, (code, text)
+
+
+def test_unix_socket_backend_with_xclient(smtpguard_factory, postfix_pair):
+    socket_path = f"{postfix_pair.queue_dir}/private/smtpguard"
+    guard = smtpguard_factory(config={"backend": {"address": f"unix:{socket_path}", "xclient": True}})
+    queue_id, stored = send(guard, postfix_pair)
+    lines = smtpd_lines(postfix_pair, queue_id)
+    assert lines and re.search(r"client=unknown\[127\.0\.0\.5\].*sasl_username=alice", lines[0]), lines
+    assert re.search(r"event=backend .*identity=xclient", read_text(guard.stderr_path))
