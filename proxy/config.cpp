@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -126,26 +127,6 @@ void read_array(object_reader& r, const std::string& key, std::vector<Item>& out
     out.push_back(read_item((*v)[i], r.path(key) + "[" + std::to_string(i) + "]"));
 }
 
-// "address" or "address/prefix", IPv4 or IPv6.
-bool valid_network(const std::string& text) {
-  const auto slash = text.find('/');
-  const std::string address = text.substr(0, slash);
-  unsigned char bytes[16];
-  int bits = 0;
-  if (::inet_pton(AF_INET, address.c_str(), bytes) == 1)
-    bits = 32;
-  else if (::inet_pton(AF_INET6, address.c_str(), bytes) == 1)
-    bits = 128;
-  else
-    return false;
-  if (slash == std::string::npos) return true;
-  const std::string prefix = text.substr(slash + 1);
-  unsigned length = 0;
-  auto [end, ec] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), length);
-  return !prefix.empty() && ec == std::errc() && end == prefix.data() + prefix.size() &&
-         length <= static_cast<unsigned>(bits);
-}
-
 client_cert_mode read_client_cert_mode(object_reader& r) {
   std::string mode = "none";
   r.get("mode", mode);
@@ -184,10 +165,11 @@ listener_config read_listener(const json& v, const std::string& path) {
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
   r.get("proxy_protocol", l.proxy_protocol);
-  read_array<std::string>(r, "proxy_trusted", l.proxy_trusted, [](const json& item, const std::string& p) {
-    if (!item.is_string() || !valid_network(item.get<std::string>()))
-      fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
-    return item.get<std::string>();
+  read_array<ip_network>(r, "proxy_trusted", l.proxy_trusted, [](const json& item, const std::string& p) {
+    std::optional<ip_network> network;
+    if (item.is_string()) network = parse_network(item.get<std::string>());
+    if (!network) fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
+    return *network;
   });
   if (l.proxy_protocol && l.proxy_trusted.empty())
     fail(r.path("proxy_trusted"), "is required with proxy_protocol: the load balancers allowed to send it");
@@ -309,26 +291,18 @@ void read_backend_options(object_reader& r, backend_defaults& options) {
   }
 }
 
-std::vector<std::string> read_command(const json& v, const std::string& where) {
-  if (!v.is_array() || v.empty()) fail(where, "expected the program and its arguments, as an array of strings");
-  std::vector<std::string> argv;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const std::string item_path = where + "[" + std::to_string(i) + "]";
-    if (!v[i].is_string() || v[i].get<std::string>().empty()) fail(item_path, "expected a non-empty string");
-    argv.push_back(v[i].get<std::string>());
-  }
-  if (!argv.front().starts_with("/")) fail(where + "[0]", "the program needs an absolute path");
-  if (::access(argv.front().c_str(), X_OK) != 0) fail(where + "[0]", "\"" + argv.front() + "\" is not executable");
-  return argv;
-}
-
 // "address" or "command" (exactly one), from the backend object or one entry.
 void read_backend_target(object_reader& r, backend_server& server) {
   const json* address = r.find("address");
   const json* command = r.find("command");
   if ((address == nullptr) == (command == nullptr)) fail(r.path("address"), "give either address or command");
   if (command != nullptr) {
-    server.command = read_command(*command, r.path("command"));
+    server.command = read_strings(r, "command");
+    const std::string program = r.path("command") + "[0]";
+    if (server.command.empty()) fail(r.path("command"), "expected the program and its arguments");
+    if (!server.command.front().starts_with("/")) fail(program, "the program needs an absolute path");
+    if (::access(server.command.front().c_str(), X_OK) != 0)
+      fail(program, "\"" + server.command.front() + "\" is not executable");
     for (const auto& argument : server.command) server.name += (server.name.empty() ? "" : " ") + argument;
   } else {
     if (!address->is_string()) fail(r.path("address"), "expected a string");
@@ -454,6 +428,39 @@ void read_smtp(const json& v, const std::string& path, smtp_config& smtp) {
 }
 
 }  // namespace
+
+std::optional<ip_network> parse_network(const std::string& text) {
+  ip_network network;
+  network.text = text;
+  const auto slash = text.find('/');
+  const std::string address = text.substr(0, slash);
+  if (::inet_pton(AF_INET, address.c_str(), network.bytes.data()) == 1) {
+    network.prefix = 32;
+  } else if (::inet_pton(AF_INET6, address.c_str(), network.bytes.data()) == 1) {
+    network.v6 = true;
+    network.prefix = 128;
+  } else {
+    return std::nullopt;
+  }
+  if (slash == std::string::npos) return network;
+  const std::string length = text.substr(slash + 1);
+  unsigned prefix = 0;
+  auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), prefix);
+  if (length.empty() || ec != std::errc() || end != length.data() + length.size() || prefix > network.prefix)
+    return std::nullopt;
+  network.prefix = prefix;
+  return network;
+}
+
+bool ip_network::contains(const unsigned char* address, bool address_v6) const noexcept {
+  if (address_v6 != v6) return false;
+  const unsigned whole = prefix / 8;
+  if (std::memcmp(bytes.data(), address, whole) != 0) return false;
+  const unsigned rest = prefix % 8;
+  if (rest == 0) return true;
+  const auto mask = static_cast<unsigned char>(0xff << (8 - rest));
+  return (bytes[whole] & mask) == (address[whole] & mask);
+}
 
 std::optional<endpoint> parse_endpoint(const std::string& text, bool allow_unix) {
   endpoint ep;

@@ -1,6 +1,7 @@
 #pragma once
 // The configuration file: JSON in, a validated struct out. Every error names
 // the JSON path it is about, so `--check-config` output points at the line to fix.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -22,6 +23,21 @@ struct endpoint {
   std::string text;       ///< as written, for logs
 };
 
+/// An address or network, "10.0.0.0/8", "2001:db8::/32" or "127.0.0.1",
+/// parsed once.
+struct ip_network {
+  std::array<unsigned char, 16> bytes{};  ///< network order; the first 4 for IPv4
+  bool v6 = false;
+  unsigned prefix = 0;  ///< bits that must match
+  std::string text;     ///< as written
+
+  /// Whether an address (4 bytes, or 16 when `address_v6`) lies inside.
+  bool contains(const unsigned char* address, bool address_v6) const noexcept;
+};
+
+/// nullopt unless `text` is an IPv4 or IPv6 address, optionally with a prefix length.
+std::optional<ip_network> parse_network(const std::string& text);
+
 enum class tls_mode { implicit, starttls, none };
 
 /// Client certificates: not asked for, asked for and checked when sent, or demanded.
@@ -38,7 +54,7 @@ struct listener_config {
   /// Every connection starts with a PROXY protocol header (v1 or v2) from a
   /// load balancer in `proxy_trusted`; its client address is the client's.
   bool proxy_protocol = false;
-  std::vector<std::string> proxy_trusted;  ///< "10.0.0.0/8", "2001:db8::/32", "127.0.0.1"
+  std::vector<ip_network> proxy_trusted;
 };
 
 struct certificate_config {

@@ -1,101 +1,60 @@
 #include "net/proxy_header_io.hpp"
 
-#include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
-#include <charconv>
-#include <cstring>
 
 namespace smtpguard::net {
 namespace {
 
-bool in_network(const asio::ip::address& address, const std::string& network) {
-  const auto slash = network.find('/');
-  const std::string text = network.substr(0, slash);
-  std::array<unsigned char, 16> want{};
-  unsigned bits = 0;
-  std::array<unsigned char, 16> have{};
-  if (::inet_pton(AF_INET, text.c_str(), want.data()) == 1) {
-    if (!address.is_v4()) return false;
-    const auto bytes = address.to_v4().to_bytes();
-    std::memcpy(have.data(), bytes.data(), bytes.size());
-    bits = 32;
-  } else if (::inet_pton(AF_INET6, text.c_str(), want.data()) == 1) {
-    if (!address.is_v6()) return false;
-    const auto bytes = address.to_v6().to_bytes();
-    std::memcpy(have.data(), bytes.data(), bytes.size());
-    bits = 128;
-  } else {
-    return false;
-  }
-  unsigned prefix = bits;
-  if (slash != std::string::npos) {
-    const std::string length = network.substr(slash + 1);
-    std::from_chars(length.data(), length.data() + length.size(), prefix);
-  }
-  const unsigned whole = prefix / 8;
-  if (std::memcmp(want.data(), have.data(), whole) != 0) return false;
-  const unsigned rest = prefix % 8;
-  if (rest == 0) return true;
-  const auto mask = static_cast<unsigned char>(0xff << (8 - rest));
-  return (want[whole] & mask) == (have[whole] & mask);
-}
+proxy_header_read closed() { return {std::nullopt, "closed", "closed"}; }
 
-awaitable<std::optional<smtp::proxy_header>> read_header(tcp::socket& socket, std::string& reason) {
+awaitable<proxy_header_read> read_header(tcp::socket& socket) {
   std::array<char, smtp::proxy_header_max_size> buffer;
   std::size_t have = 0;  // bytes known to be the header's, already taken off the socket
   for (;;) {
     const std::tuple<std::error_code> waited = co_await socket.async_wait(tcp::socket::wait_read, as_result);
-    if (std::get<0>(waited)) {
-      reason = "closed";
-      co_return std::nullopt;
-    }
+    if (std::get<0>(waited)) co_return closed();
     // Look without taking: only the header's bytes may be consumed.
     const ssize_t seen = ::recv(socket.native_handle(), buffer.data() + have, buffer.size() - have,
                                 MSG_PEEK | MSG_DONTWAIT);
     if (seen < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
-    if (seen <= 0) {
-      reason = "closed";
-      co_return std::nullopt;
-    }
+    if (seen <= 0) co_return closed();
     const auto result = smtp::parse_proxy_header(std::string_view(buffer.data(), have + static_cast<std::size_t>(seen)));
-    if (result.status == smtp::proxy_status::bad) {
-      reason = result.reason;
-      co_return std::nullopt;
-    }
+    if (result.status == smtp::proxy_status::bad) co_return proxy_header_read{std::nullopt, "bad", result.reason};
     // Incomplete: everything seen so far is header. Complete: exactly its rest.
     const std::size_t take =
         result.status == smtp::proxy_status::done ? result.consumed - have : static_cast<std::size_t>(seen);
     const ssize_t taken = ::recv(socket.native_handle(), buffer.data() + have, take, MSG_DONTWAIT);
-    if (taken != static_cast<ssize_t>(take)) {
-      reason = "closed";
-      co_return std::nullopt;
-    }
+    if (taken != static_cast<ssize_t>(take)) co_return closed();
     have += take;
-    if (result.status == smtp::proxy_status::done) co_return result.header;
+    if (result.status == smtp::proxy_status::done) co_return proxy_header_read{result.header, {}, {}};
   }
 }
 
 }  // namespace
 
-bool in_networks(const asio::ip::address& address, const std::vector<std::string>& networks) {
+bool in_networks(const asio::ip::address& address, const std::vector<ip_network>& networks) {
   asio::ip::address plain = address;
   if (address.is_v6() && address.to_v6().is_v4_mapped())
     plain = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
-  for (const auto& network : networks)
-    if (in_network(plain, network)) return true;
-  return false;
+  const bool v6 = plain.is_v6();
+  std::array<unsigned char, 16> bytes{};
+  if (v6) {
+    bytes = plain.to_v6().to_bytes();
+  } else {
+    const auto v4 = plain.to_v4().to_bytes();
+    std::copy(v4.begin(), v4.end(), bytes.begin());
+  }
+  return std::any_of(networks.begin(), networks.end(),
+                     [&](const ip_network& network) { return network.contains(bytes.data(), v6); });
 }
 
-awaitable<std::optional<smtp::proxy_header>> read_proxy_header(tcp::socket& socket, duration limit,
-                                                               std::string& reason) {
-  auto header = co_await with_timeout(read_header(socket, reason), limit);
-  if (!header) {
-    reason = "timeout";
-    co_return std::nullopt;
-  }
-  co_return std::move(*header);
+awaitable<proxy_header_read> read_proxy_header(tcp::socket& socket, duration limit) {
+  auto read = co_await with_timeout(read_header(socket), limit);
+  if (!read) co_return proxy_header_read{std::nullopt, "timeout", "timeout"};
+  co_return std::move(*read);
 }
 
 }  // namespace smtpguard::net

@@ -1171,45 +1171,47 @@ class client_session final : public net::reply_observer {
 
 }  // namespace
 
+namespace {
+
 // The load balancer's header, before anything else. On success `peer` and
 // `local` are the client's addresses from it (kept as they are for a health
 // check, which carries none); on failure the connection is to be closed
 // without a word: whatever is on it is not SMTP from a client.
 net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_config& listener, metrics& stats,
                                        net::tcp::endpoint& peer, net::tcp::endpoint& local) {
-  std::string reason;
-  std::optional<smtp::proxy_header> header;
+  net::proxy_header_read read;
   if (!net::in_networks(peer.address(), listener.proxy_trusted)) {
-    reason = "untrusted";
+    read.failure = read.reason = "untrusted";
   } else {
-    header = co_await net::read_proxy_header(socket, proxy_header_timeout, reason);
+    read = co_await net::read_proxy_header(socket, proxy_header_timeout);
   }
-  if (!header) {
-    const bool known = reason == "untrusted" || reason == "timeout" || reason == "closed";
-    const std::string_view result = known ? std::string_view(reason) : std::string_view("bad");
-    stats.proxy_header(result);
+  if (!read.header) {
+    stats.proxy_header(read.failure);
     log::event("proxy_header_refused")
         .add("peer", peer.address().to_string())
         .add("listener", listener.name)
-        .add("reason", reason);
+        .add("reason", read.reason);
     co_return false;
   }
-  if (!header->has_addresses()) {
-    stats.proxy_header(header->local ? "local" : "unknown");
+  const smtp::proxy_header& header = *read.header;
+  if (!header.has_addresses()) {
+    stats.proxy_header(header.local ? "local" : "unknown");
     co_return true;
   }
   std::error_code error;
-  const auto source = asio::ip::make_address(header->source_address, error);
-  const auto destination = asio::ip::make_address(header->destination_address, error);
+  const auto source = asio::ip::make_address(header.source_address, error);
+  const auto destination = asio::ip::make_address(header.destination_address, error);
   if (error) {  // the parser hands out canonical addresses only
     stats.proxy_header("bad");
     co_return false;
   }
   stats.proxy_header("proxied");
-  peer = net::tcp::endpoint(source, header->source_port);
-  local = net::tcp::endpoint(destination, header->destination_port);
+  peer = net::tcp::endpoint(source, header.source_port);
+  local = net::tcp::endpoint(destination, header.destination_port);
   co_return true;
 }
+
+}  // namespace
 
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener,
                                         runtime rt) {

@@ -290,6 +290,14 @@ TEST_F(core_config, invalid_values) {
        "backend.address.address"},
       {{set("/backend/address", json::array({json::object()}))}, "backend.address[0].address"},
       {{set("/backend/proxy_protocol", "v3")}, "backend.proxy_protocol"},
+      {{set("/listeners/0/proxy_protocol", true)}, "listeners[0].proxy_trusted"},
+      {{set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/8"}))}, "listeners[0].proxy_trusted"},
+      {{set("/listeners/0/proxy_protocol", true), set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/33"}))},
+       "listeners[0].proxy_trusted[0]"},
+      {{set("/listeners/0/proxy_protocol", true), set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/"}))},
+       "listeners[0].proxy_trusted[0]"},
+      {{set("/listeners/0/proxy_protocol", true), set("/listeners/0/proxy_trusted", json::array({"lb.local"}))},
+       "listeners[0].proxy_trusted[0]"},
       {{set("/backend/xclient", "yes")}, "backend.xclient"},
       {{drop("/backend/address"), set("/backend/command", "/usr/sbin/sendmail -bs")}, "backend.command"},
       {{drop("/backend/address"), set("/backend/command", json::array({"sendmail", "-bs"}))}, "backend.command[0]"},
@@ -352,6 +360,35 @@ TEST_F(core_config, backend_identity_settings_default_and_override) {
   EXPECT_EQ(c.backend.servers[2].environment,
             (std::vector<std::pair<std::string, std::string>>{{"A", "1"}, {"B", "2"}}));
   EXPECT_TRUE(c.backend.servers[2].xclient);
+}
+
+TEST(core_config_networks, parse_and_contain) {
+  const unsigned char inside4[] = {10, 1, 2, 3};
+  const unsigned char outside4[] = {11, 1, 2, 3};
+  const auto ten = parse_network("10.0.0.0/8");
+  ASSERT_TRUE(ten);
+  EXPECT_TRUE(ten->contains(inside4, false));
+  EXPECT_FALSE(ten->contains(outside4, false));
+  const auto host = parse_network("10.1.2.3");
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->prefix, 32u);
+  EXPECT_TRUE(host->contains(inside4, false));
+  const auto odd = parse_network("10.1.2.0/23");  // a prefix that ends inside a byte
+  ASSERT_TRUE(odd);
+  const unsigned char next_block[] = {10, 1, 3, 9};
+  const unsigned char beyond[] = {10, 1, 4, 0};
+  EXPECT_TRUE(odd->contains(next_block, false));
+  EXPECT_FALSE(odd->contains(beyond, false));
+  const auto v6 = parse_network("2001:db8::/32");
+  ASSERT_TRUE(v6);
+  unsigned char address6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  EXPECT_TRUE(v6->contains(address6, true));
+  EXPECT_FALSE(v6->contains(inside4, false));  // families never match
+  address6[3] = 0xb9;
+  EXPECT_FALSE(v6->contains(address6, true));
+  EXPECT_TRUE(parse_network("0.0.0.0/0")->contains(outside4, false));
+  for (const char* bad : {"", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/8/8", "lb.local"})
+    EXPECT_FALSE(parse_network(bad)) << bad;
 }
 
 TEST_F(core_config, backend_as_a_program) {
