@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "memory.hpp"
 #include "net/deadline.hpp"
 #include "net/socket_io.hpp"
 #include "net/tls_stream.hpp"
@@ -51,10 +52,7 @@ class line_io {
   awaitable<bool> flush(duration limit) {
     if (output_.empty()) co_return true;
     const bool written = co_await send(output_, limit);
-    if (output_.capacity() > kept_capacity)
-      output_ = std::string();
-    else
-      output_.clear();
+    release(output_);  // replies are short; an idle connection keeps no buffer
     co_return written;
   }
 
@@ -87,6 +85,7 @@ class line_io {
   /// Reads one chunk of raw bytes; `out` views them only until the caller
   /// next suspends (see read_buffer()).
   awaitable<read_status> read_raw(std::string_view& out, duration limit) {
+    framer_.release_consumed();  // it may be a long wait
     const auto buffer = read_buffer();
     deadline_.arm(limit);
     // Right after we said something, the peer is still answering it.
@@ -100,9 +99,6 @@ class line_io {
   }
 
  private:
-  // An idle connection keeps no bigger write buffer than this.
-  static constexpr std::size_t kept_capacity = 4096;
-
   awaitable<bool> send(std::string_view bytes, duration limit) {
     deadline_.arm(limit);
     const std::error_code error = co_await write_all(stream_, bytes);

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "memory.hpp"
+
 namespace smtpguard::net {
 namespace {
 
@@ -116,7 +118,7 @@ void tls_stream::use_received_input(std::size_t size) noexcept {
 void tls_stream::keep_unread_input() {
   if (input_is_pending_) {
     if (input_size_ == 0)
-      pending_ = std::string();
+      release(pending_);
     else
       pending_.erase(0, static_cast<std::size_t>(input_ - pending_.data()));
   } else if (input_size_ > 0) {
@@ -148,7 +150,7 @@ std::error_code tls_stream::send_pending_now() {
   const std::size_t sent = send_now(socket_, output_, would_block, error);
   if (error) return error;
   if (sent == output_.size()) {
-    output_ = std::string();  // an idle connection keeps no output buffer
+    release(output_);  // an idle connection keeps no output buffer
   } else {
     output_.erase(0, sent);
   }

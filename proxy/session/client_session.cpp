@@ -195,20 +195,14 @@ class client_session final : public net::reply_observer {
         .add("port", static_cast<int>(peer_port_))
         .add("listener", listener_.name);
     const auto started = steady_clock::now();
-    if (listener_.tls == tls_mode::implicit) {
-      tls_stream stream(std::move(socket), rt_.tls->native_handle());
-      socket_ = &stream.socket();
-      co_await serve_tls(stream);
-    } else {
+    bool secure = listener_.tls == tls_mode::implicit;
+    if (!secure) {
       ended_ = co_await serve(socket);
-      if (ended_ == outcome::start_tls) {
-        tls_stream stream(std::move(socket), rt_.tls->native_handle());
-        socket_ = &stream.socket();
-        // RFC 3207 section 4.2: forget everything learned before TLS.
-        state_ = smtp::after_starttls();
-        co_await serve_tls(stream);
-      }
+      secure = ended_ == outcome::start_tls;
+      // RFC 3207 section 4.2: forget everything learned before TLS.
+      if (secure) state_ = smtp::after_starttls();
     }
+    if (secure) co_await serve_tls(std::move(socket));
     socket_ = nullptr;
     if (backend_) co_await backend_->quit();
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
@@ -285,7 +279,11 @@ class client_session final : public net::reply_observer {
     co_return true;
   }
 
-  net::awaitable<void> serve_tls(tls_stream& stream) {
+  // The TLS stream lives in this frame only: the session's own frame holds
+  // no second copy of it for the other way of starting TLS.
+  net::awaitable<void> serve_tls(net::tcp::socket socket) {
+    tls_stream stream(std::move(socket), rt_.tls->native_handle());
+    socket_ = &stream.socket();
     const bool secured = co_await handshake(stream);
     if (!secured) {
       ended_ = outcome::closed;
@@ -508,9 +506,9 @@ class client_session final : public net::reply_observer {
       offer.auth_mechanisms = offered_mechanisms();
     offer.max_message_size = settings_.limits.max_message_size;
     const auto backend_capabilities = rt_.backend->capabilities();
-    smtp::build_ehlo_reply(*backend_capabilities, offer).append_to(output_scratch_);
-    io.queue(output_scratch_);
-    output_scratch_.clear();
+    std::string text;
+    smtp::build_ehlo_reply(*backend_capabilities, offer).append_to(text);
+    io.queue(text);
   }
 
   /// The configured mechanisms, plus EXTERNAL once a verified client
@@ -747,9 +745,9 @@ class client_session final : public net::reply_observer {
       state_.recipients = 0;
     }
     smtp::ensure_enhanced_codes(answer);
-    answer.append_to(output_scratch_);
-    io.queue(output_scratch_);
-    output_scratch_.clear();
+    std::string text;
+    answer.append_to(text);
+    io.queue(text);
   }
 
   template <typename Stream>
@@ -1162,7 +1160,6 @@ class client_session final : public net::reply_observer {
   std::unique_ptr<backend_connection> backend_;
   std::string sender_;
   std::string last_recipient_;
-  std::string output_scratch_;
   bool greeting_sent_ = false;
   int errors_ = 0;
   int auth_failures_ = 0;

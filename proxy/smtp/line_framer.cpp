@@ -2,12 +2,9 @@
 
 #include <cstring>
 
+#include "memory.hpp"
+
 namespace smtpguard::smtp {
-namespace {
-
-constexpr std::size_t kept_capacity = 4096;
-
-}  // namespace
 
 line_framer::line_framer(std::size_t max_length) : max_length_(max_length) {}
 
@@ -21,11 +18,7 @@ void line_framer::feed(std::string_view bytes) {
   }
   if (bytes.empty()) return;
   if (start_ > 0) {
-    // A burst of pipelined input must not stay allocated while the session idles.
-    if (start_ == buffer_.size() && buffer_.capacity() > kept_capacity)
-      buffer_ = std::string();
-    else
-      buffer_.erase(0, start_);
+    buffer_.erase(0, start_);
     start_ = 0;
   }
   buffer_.append(bytes.data(), bytes.size());
@@ -61,6 +54,12 @@ frame_status line_framer::next(framed_line& out) {
   return frame_status::line;
 }
 
+void line_framer::release_consumed() noexcept {
+  if (start_ < buffer_.size()) return;
+  release(buffer_);
+  start_ = 0;
+}
+
 bool line_framer::has_buffered() const noexcept { return start_ < buffer_.size(); }
 
 bool line_framer::has_line() const noexcept {
@@ -70,7 +69,7 @@ bool line_framer::has_line() const noexcept {
 
 std::string line_framer::take_buffered() {
   std::string rest = buffer_.substr(start_);
-  buffer_ = std::string();
+  release(buffer_);
   start_ = 0;
   return rest;
 }

@@ -10,7 +10,8 @@ namespace smtpguard::smtp {
 enum class frame_status { line, need_more, too_long };
 
 /// One framed line. `text` excludes the terminator and stays valid until the
-/// next call to feed(), next(), take_buffered() or clear().
+/// next call to feed(), next(), take_buffered(), release_consumed() or
+/// clear().
 struct framed_line {
   std::string_view text;
   bool bare_lf = false;      ///< ended by LF without a preceding CR
@@ -32,6 +33,11 @@ class line_framer {
   frame_status next(framed_line& out);
   /// True if unconsumed bytes remain (pipelined input).
   bool has_buffered() const noexcept;
+  /// Frees the buffer once every byte in it has been consumed, so a session
+  /// waiting for its next command holds none.
+  void release_consumed() noexcept;
+  /// Bytes of memory the buffer holds (its capacity).
+  std::size_t held_bytes() const noexcept { return buffer_.capacity(); }
   /// True if a whole line is buffered: next() will not need more input.
   bool has_line() const noexcept;
   /// Removes and returns every unconsumed byte (hand-off to the DATA re-framer).

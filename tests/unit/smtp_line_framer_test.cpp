@@ -138,6 +138,38 @@ TEST(smtp_line_framer, memory_stays_bounded_with_many_lines) {
   EXPECT_FALSE(framer.has_buffered());
 }
 
+TEST(smtp_line_framer, a_waiting_session_holds_no_buffer) {
+  const std::size_t empty = std::string().capacity();
+  line_framer framer(1000);
+  framed_line line;
+  const std::string long_line = "AUTH PLAIN " + std::string(200, 'A');
+  framer.feed(long_line + "\r\nNO");
+  ASSERT_EQ(framer.next(line), L);
+  framer.release_consumed();  // "NO" is not consumed: kept, so nothing is freed
+  EXPECT_GT(framer.held_bytes(), empty);
+  framer.feed("OP\r\n");
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_EQ(line.text, "NOOP");
+  framer.feed(long_line + "\r\n");
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_GT(framer.held_bytes(), 200u);
+  framer.release_consumed();
+  EXPECT_EQ(framer.held_bytes(), empty);
+  EXPECT_FALSE(framer.has_buffered());
+  framer.feed("QUIT\r\n");
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_EQ(line.text, "QUIT");
+}
+
+TEST(smtp_line_framer, handing_over_frees_the_buffer) {
+  line_framer framer;
+  framer.feed("DATA\r\n" + std::string(300, 'x'));
+  framed_line line;
+  ASSERT_EQ(framer.next(line), L);
+  EXPECT_EQ(framer.take_buffered().size(), 300u);
+  EXPECT_EQ(framer.held_bytes(), std::string().capacity());
+}
+
 TEST(smtp_line_framer, has_line_tells_whether_next_needs_input) {
   line_framer framer(16);
   framed_line line;
