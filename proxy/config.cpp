@@ -6,10 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -55,6 +58,27 @@ class object_reader {
     if (!v->is_boolean()) fail(path(key), "expected true or false");
     out = v->get<bool>();
     return true;
+  }
+  /// A string naming one of `choices`; anything else is refused with the list.
+  template <typename Enum>
+  bool get_choice(const std::string& key, Enum& out,
+                  std::initializer_list<std::pair<std::string_view, Enum>> choices) {
+    std::string text;
+    if (!get(key, text)) return false;
+    for (const auto& [name, value] : choices) {
+      if (text == name) {
+        out = value;
+        return true;
+      }
+    }
+    std::string expected;
+    std::size_t i = 0;
+    for (const auto& choice : choices) {
+      if (i > 0) expected += i + 1 == choices.size() ? " or " : ", ";
+      expected += "\"" + std::string(choice.first) + "\"";
+      ++i;
+    }
+    fail(path(key), "must be " + expected);
   }
   template <typename Int>
   bool get_int(const std::string& key, Int& out, long long min, long long max) {
@@ -128,12 +152,12 @@ void read_array(object_reader& r, const std::string& key, std::vector<Item>& out
 }
 
 client_cert_mode read_client_cert_mode(object_reader& r) {
-  std::string mode = "none";
-  r.get("mode", mode);
-  if (mode == "none") return client_cert_mode::none;
-  if (mode == "optional") return client_cert_mode::optional;
-  if (mode == "required") return client_cert_mode::required;
-  fail(r.path("mode"), "must be \"none\", \"optional\" or \"required\"");
+  client_cert_mode mode = client_cert_mode::none;
+  r.get_choice("mode", mode,
+               {{"none", client_cert_mode::none},
+                {"optional", client_cert_mode::optional},
+                {"required", client_cert_mode::required}});
+  return mode;
 }
 
 std::vector<std::string> read_strings(object_reader& r, const std::string& key) {
@@ -152,16 +176,8 @@ listener_config read_listener(const json& v, const std::string& path) {
   r.get("name", l.name);
   if (l.name.empty()) fail(r.path("name"), "must not be empty");
   l.address = endpoint_at(r, "address", false);
-  std::string mode = "starttls";
-  r.get("tls", mode);
-  if (mode == "implicit")
-    l.tls = tls_mode::implicit;
-  else if (mode == "starttls")
-    l.tls = tls_mode::starttls;
-  else if (mode == "none")
-    l.tls = tls_mode::none;
-  else
-    fail(r.path("tls"), "must be \"implicit\", \"starttls\" or \"none\"");
+  r.get_choice("tls", l.tls,
+               {{"implicit", tls_mode::implicit}, {"starttls", tls_mode::starttls}, {"none", tls_mode::none}});
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
   r.get("proxy_protocol", l.proxy_protocol);
@@ -269,17 +285,8 @@ struct backend_defaults {
 void read_backend_options(object_reader& r, backend_defaults& options) {
   r.get("xclient", options.xclient);
   r.get("mail_auth", options.mail_auth);
-  std::string proxy;
-  if (r.get("proxy_protocol", proxy)) {
-    if (proxy == "v1")
-      options.proxy = proxy_protocol::v1;
-    else if (proxy == "v2")
-      options.proxy = proxy_protocol::v2;
-    else if (proxy == "none")
-      options.proxy = proxy_protocol::none;
-    else
-      fail(r.path("proxy_protocol"), "must be \"v1\", \"v2\" or \"none\"");
-  }
+  r.get_choice("proxy_protocol", options.proxy,
+               {{"v1", proxy_protocol::v1}, {"v2", proxy_protocol::v2}, {"none", proxy_protocol::none}});
   if (const json* env = r.find("environment")) {
     if (!env->is_object()) fail(r.path("environment"), "expected an object of strings");
     for (const auto& [name, value] : env->items()) {
@@ -414,15 +421,8 @@ void read_smtp(const json& v, const std::string& path, smtp_config& smtp) {
     for (char c : smtp.banner)
       if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) fail(r.path("banner"), "must be printable text");
   }
-  std::string policy;
-  if (r.get("bare_line_endings", policy)) {
-    if (policy == "reject")
-      smtp.bare_line_endings = smtp::line_ending_policy::reject;
-    else if (policy == "normalize")
-      smtp.bare_line_endings = smtp::line_ending_policy::normalize;
-    else
-      fail(r.path("bare_line_endings"), "must be \"reject\" or \"normalize\"");
-  }
+  r.get_choice("bare_line_endings", smtp.bare_line_endings,
+               {{"reject", smtp::line_ending_policy::reject}, {"normalize", smtp::line_ending_policy::normalize}});
   r.get_duration("greeting_delay_ms", smtp.greeting_delay, 0, 10000);
   r.finish();
 }
@@ -557,15 +557,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   }
   if (const json* v = r.find("log")) {
     object_reader l(*v, "log");
-    std::string format;
-    if (l.get("format", format)) {
-      if (format == "text")
-        c.log.format = log_format::text;
-      else if (format == "json")
-        c.log.format = log_format::json;
-      else
-        fail("log.format", "must be \"text\" or \"json\"");
-    }
+    l.get_choice("format", c.log.format, {{"text", log_format::text}, {"json", log_format::json}});
     l.finish();
   }
   r.finish();

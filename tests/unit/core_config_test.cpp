@@ -103,6 +103,18 @@ class core_config : public testing::Test {
   fs::path dir_;
 };
 
+TEST_F(core_config, a_named_choice_outside_its_list_is_refused_with_the_list) {
+  EXPECT_EQ(error_of({set("/listeners/0/tls", "tls")}), "listeners[0].tls: must be \"implicit\", \"starttls\" or \"none\"");
+  EXPECT_EQ(error_of({set("/backend/proxy_protocol", "v3")}), "backend.proxy_protocol: must be \"v1\", \"v2\" or \"none\"");
+  EXPECT_EQ(error_of({set("/smtp/bare_line_endings", "accept")}),
+            "smtp.bare_line_endings: must be \"reject\" or \"normalize\"");
+  EXPECT_EQ(error_of({set("/log/format", "TEXT")}), "log.format: must be \"text\" or \"json\"");
+  EXPECT_EQ(error_of({set("/tls/client_certificates", json{{"mode", "maybe"}})}),
+            "tls.client_certificates.mode: must be \"none\", \"optional\" or \"required\"");
+  EXPECT_EQ(parse({set("/listeners/0/tls", "implicit")}).listeners[0].tls, tls_mode::implicit);
+  EXPECT_EQ(parse({set("/backend/proxy_protocol", "v1")}).backend.servers[0].proxy, proxy_protocol::v1);
+}
+
 TEST_F(core_config, minimal_config_parses_with_defaults) {
   const config c = parse();
   EXPECT_EQ(c.hostname, "mail.example.org");
