@@ -172,6 +172,7 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     if (!connected) co_return nullptr;
   }
 
+  // From here, a failure returns null and the connection's destructor drops it.
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
   connection->stats_ = stats;
   connection->mail_auth_ = server.mail_auth && client != nullptr && !client->user.empty();
@@ -199,17 +200,13 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     const std::string header = proxy_header(server.proxy, client != nullptr ? *client : own);
     const bool sent = co_await connection->io_.write(header, timeouts.backend_reply);
     if (!sent) {
-      connection->abort();
       co_return nullptr;
     }
     connection->identity_ = server.proxy == proxy_protocol::v1 ? "proxy_v1" : "proxy_v2";
   }
   failed_stage = "greeting";
   auto greeting = co_await connection->read_reply(timeouts.backend_reply);
-  if (!greeting || greeting->code != 220) {
-    connection->abort();
-    co_return nullptr;
-  }
+  if (!greeting || greeting->code != 220) co_return nullptr;
   failed_stage = "ehlo";
   const bool greeted = co_await connection->greet(helo_name);
   if (!greeted) co_return nullptr;
@@ -222,7 +219,6 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
       auto answer = co_await connection->command(line);
       if (!answer || answer->code != 220) {
         if (answer) log::event("backend_xclient_refused").add("backend", server.name).add("reply", answer->lines.front());
-        connection->abort();
         co_return nullptr;
       }
       const bool again = co_await connection->greet(helo_name);
@@ -248,7 +244,6 @@ net::awaitable<bool> backend_connection::greet(const std::string& helo_name) {
     auto helo = co_await command(helo_line);
     if (helo && helo->code == 250) co_return true;
   }
-  abort();
   co_return false;
 }
 

@@ -37,6 +37,12 @@ struct spawn_setup {
   }
 };
 
+void kill_and_reap(pid_t pid) noexcept {
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
 std::vector<char*> pointers(const std::vector<std::string>& strings) {
   std::vector<char*> out;
   out.reserve(strings.size() + 1);
@@ -121,9 +127,7 @@ std::optional<backend_program> backend_program::start(const std::vector<std::str
   if (pidfd < 0) {
     // Cannot watch it: stop it now rather than leave it unreaped.
     error.assign(errno, std::generic_category());
-    ::kill(pid, SIGKILL);
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    kill_and_reap(pid);
     ::close(pair[0]);
     return std::nullopt;
   }
@@ -156,9 +160,7 @@ backend_program::~backend_program() { stop(); }
 void backend_program::stop() noexcept {
   if (pid_ < 0) return;
   // Never handed to a reaper (no executor to run one): stop it and reap it here.
-  ::kill(pid_, SIGKILL);
-  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-  }
+  kill_and_reap(pid_);
   if (pidfd_ >= 0) ::close(pidfd_);
   pid_ = -1;
   pidfd_ = -1;

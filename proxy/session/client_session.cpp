@@ -1166,10 +1166,6 @@ class client_session final : public net::reply_observer {
   int messages_ = 0;
 };
 
-}  // namespace
-
-namespace {
-
 // The load balancer's header, before anything else. On success `peer` and
 // `local` are the client's addresses from it (kept as they are for a health
 // check, which carries none); on failure the connection is to be closed

@@ -31,16 +31,15 @@ std::string build_xclient(const client_identity& client, const std::vector<std::
     line += xtext(value);
   };
   // Postfix wants IPv6 addresses tagged, as in its own logs.
-  const bool v6 = client.ip.find(':') != std::string::npos;
-  add("ADDR", v6 ? "IPV6:" + client.ip : client.ip);
+  auto tagged = [](const std::string& ip) { return ip.find(':') != std::string::npos ? "IPV6:" + ip : ip; };
+  add("ADDR", tagged(client.ip));
   add("PORT", std::to_string(client.port));
   add("NAME", "[UNAVAILABLE]");
   if (!client.helo.empty()) add("HELO", client.helo);
   add("PROTO", client.esmtp ? "ESMTP" : "SMTP");
   if (!client.user.empty()) add("LOGIN", client.user);
   if (!client.local_ip.empty()) {
-    const bool local_v6 = client.local_ip.find(':') != std::string::npos;
-    add("DESTADDR", local_v6 ? "IPV6:" + client.local_ip : client.local_ip);
+    add("DESTADDR", tagged(client.local_ip));
     add("DESTPORT", std::to_string(client.local_port));
   }
   return line == "XCLIENT" ? std::string() : line;
