@@ -298,6 +298,17 @@ void read_backend_options(object_reader& r, backend_defaults& options) {
   }
 }
 
+// A network backend: "host:port" or "unix:/path", named as written.
+void set_address(backend_server& server, const std::string& text, const std::string& where) {
+  server.address = endpoint_from(text, where, true);
+  server.name = server.address.text;
+}
+
+// Settings only one kind of backend can use: refused alike at the backend
+// level and in a list entry.
+constexpr const char* environment_needs_program = "only a program backend (command) has an environment";
+constexpr const char* proxy_needs_connection = "a program started per session has no connection to send it on";
+
 // "address" or "command" (exactly one), from the backend object or one entry.
 void read_backend_target(object_reader& r, backend_server& server) {
   const json* address = r.find("address");
@@ -313,8 +324,7 @@ void read_backend_target(object_reader& r, backend_server& server) {
     for (const auto& argument : server.command) server.name += (server.name.empty() ? "" : " ") + argument;
   } else {
     if (!address->is_string()) fail(r.path("address"), "expected a string");
-    server.address = endpoint_from(address->get<std::string>(), r.path("address"), true);
-    server.name = server.address.text;
+    set_address(server, address->get<std::string>(), r.path("address"));
   }
 }
 
@@ -347,8 +357,7 @@ void read_backend(const json& v, const std::string& path, backend_config& backen
       backend_server server;
       backend_defaults options = defaults;
       if (item.is_string()) {
-        server.address = endpoint_from(item.get<std::string>(), where, true);
-        server.name = server.address.text;
+        set_address(server, item.get<std::string>(), where);
       } else if (item.is_object()) {
         object_reader entry(item, where);
         read_backend_target(entry, server);
@@ -356,9 +365,9 @@ void read_backend(const json& v, const std::string& path, backend_config& backen
         // environment variables are added to them.
         read_backend_options(entry, options);
         if (server.command.empty() && entry.find("environment") != nullptr)
-          fail(where + ".environment", "only a program backend (command) has an environment");
+          fail(where + ".environment", environment_needs_program);
         if (!server.command.empty() && entry.find("proxy_protocol") != nullptr)
-          fail(where + ".proxy_protocol", "a program started per session has no connection to send it on");
+          fail(where + ".proxy_protocol", proxy_needs_connection);
         entry.finish();
       } else {
         fail(where, "expected \"host:port\", \"unix:/path\" or an object");
@@ -376,9 +385,9 @@ void read_backend(const json& v, const std::string& path, backend_config& backen
   const bool any_network = std::any_of(backend.servers.begin(), backend.servers.end(),
                                        [](const backend_server& server) { return server.command.empty(); });
   if (!defaults.environment.empty() && !any_program)
-    fail(r.path("environment"), "only a program backend (command) has an environment");
+    fail(r.path("environment"), environment_needs_program);
   if (defaults.proxy != proxy_protocol::none && !any_network)
-    fail(r.path("proxy_protocol"), "a program started per session has no connection to send it on");
+    fail(r.path("proxy_protocol"), proxy_needs_connection);
   r.get("helo_name", backend.helo_name);
   r.get_duration("health_interval", backend.health_interval, 1, 3600);
   r.finish();
