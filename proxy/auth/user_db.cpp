@@ -125,8 +125,10 @@ std::vector<std::string> read_senders(const json& value, const std::string& path
     if (!item.is_string()) fail(item_path, "expected a string");
     std::string sender = item.get<std::string>();
     const auto at = sender.rfind('@');
-    if (at == std::string::npos || at + 1 == sender.size() || has_control_characters(sender) ||
-        sender.find(' ') != std::string::npos)
+    // "@a@b" would never match: an address's domain starts after its last '@'.
+    const bool domain_only = sender.starts_with('@');
+    if (at == std::string::npos || at + 1 == sender.size() || (domain_only && at != 0) ||
+        has_control_characters(sender) || sender.find(' ') != std::string::npos)
       fail(item_path, "expected \"local@domain\" or \"@domain\"");
     senders.push_back(std::move(sender));
   }

@@ -183,6 +183,8 @@ TEST(auth_user_db, errors_name_the_json_path) {
                "users[0].senders[1]: expected \"local@domain\" or \"@domain\""},
            row{R"({"users": [{"name": "a", "senders": ["a@"]}]})",
                "users[0].senders[0]: expected \"local@domain\" or \"@domain\""},
+           row{R"({"users": [{"name": "a", "senders": ["@relay@example.org"]}]})",
+               "users[0].senders[0]: expected \"local@domain\" or \"@domain\""},
        })
     EXPECT_EQ(parse_error(json::parse(r.document)), r.error) << r.document;
 }
