@@ -46,12 +46,22 @@ class conversation {
  public:
   conversation(Stream& stream, net::duration limit) : io_(stream, max_reply_line), limit_(limit) {}
 
-  void queue(std::string_view bytes) { io_.queue(bytes); }
-
   /// Sends `line` + CRLF (when it is read) and reads the reply.
   net::awaitable<reply_outcome> command(std::string_view line) {
     io_.queue(line);
     io_.queue("\r\n");
+    auto r = co_await read_reply();
+    co_return r;
+  }
+
+  /// Sends bulk content as it is (no copy into the write buffer), then reads the reply.
+  net::awaitable<reply_outcome> send_content(std::string_view bytes) {
+    const bool written = co_await io_.write(bytes, limit_);
+    if (!written) {
+      reply_outcome out;
+      out.failure = "closed";
+      co_return out;
+    }
     auto r = co_await read_reply();
     co_return r;
   }
@@ -202,8 +212,7 @@ net::awaitable<std::string> converse(Stream& stream, const session_setup& setup,
       r = co_await c.command("DATA");
       failure = check(result.detail, r, 354, "data");
       if (!failure.empty()) co_return failure;
-      c.queue(setup.message_wire);
-      r = co_await c.read_reply();
+      r = co_await c.send_content(setup.message_wire);
       failure = check(result.detail, r, 250, "end");
       if (!failure.empty()) co_return failure;
       ++result.messages;

@@ -249,9 +249,13 @@ awaitable<io_result> tls_stream::read_some(std::span<char> buffer, bool wait_fir
 }
 
 awaitable<std::error_code> tls_stream::write_all(std::string_view bytes) {
+  // Encrypting a bulk write whole would hold all of its ciphertext at once
+  // and re-copy the unsent rest after every partial send; a few records at
+  // a time keep both bounded.
+  constexpr std::size_t chunk = 64 * 1024;
   while (!bytes.empty()) {
     ERR_clear_error();
-    const int n = SSL_write(ssl_, bytes.data(), static_cast<int>(std::min(bytes.size(), std::size_t{1} << 30)));
+    const int n = SSL_write(ssl_, bytes.data(), static_cast<int>(std::min(bytes.size(), chunk)));
     if (n <= 0) {
       std::error_code error;
       result_of(n, error);
@@ -259,6 +263,9 @@ awaitable<std::error_code> tls_stream::write_all(std::string_view bytes) {
       co_return error;
     }
     bytes.remove_prefix(static_cast<std::size_t>(n));
+    if (bytes.empty()) break;
+    const std::error_code flushed = co_await flush();
+    if (flushed) co_return flushed;
   }
   if (close_after_write_ && !shut_down_) {
     shut_down_ = true;

@@ -48,3 +48,17 @@ def test_failures_are_reported(smtpguard, recorder, bench_binary):
                              "--user", "alice", "--password", "wrong", "--sessions", 2, "--ca", smtpguard.ca_file)
     assert rc == 1 and result["sessions_failed"] == 2 and result["failures"] == {"auth": 2}, (result, stderr)
     recorder.expect_exactly(0)
+
+
+def test_a_message_larger_than_one_write_chunk_arrives_whole(smtpguard, recorder, bench_binary):
+    # TLS writes are encrypted 64 KiB at a time; this one takes several.
+    size = 300_000
+    rc, result, stderr = run(bench_binary, "--port", smtpguard.implicit_port, "--mode", "smtps", "--auth", "plain",
+                             "--user", ALICE[0], "--password", ALICE[1], "--sessions", 1, "--message-size", size,
+                             "--from", "alice@example.test", "--to", "bob@example.test", "--ca", smtpguard.ca_file)
+    assert rc == 0 and result["messages"] == 1, (result, stderr)
+    [message] = recorder.expect_exactly(1)
+    original = message.content[message.content.index(b"From: <alice@example.test>"):]
+    assert len(original) == size
+    lines = original.split(b"\r\n")
+    assert any(line.startswith(b".") for line in lines) and not any(line.startswith(b"..") for line in lines)
