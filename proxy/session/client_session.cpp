@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -185,7 +186,9 @@ class client_session final : public net::reply_observer {
   client_session(const client_session&) = delete;
   client_session& operator=(const client_session&) = delete;
 
-  net::awaitable<void> run(net::tcp::socket socket) {
+  // The socket is taken by reference down the chain of frames an idle
+  // session holds: a socket passed by value leaves a dead copy in each.
+  net::awaitable<void> run(net::tcp::socket& socket) {
     if (rt_.sessions != nullptr)
       registration_ = rt_.sessions->add(socket.get_executor(), [this] { begin_drain(); });
     socket_ = &socket;
@@ -202,7 +205,7 @@ class client_session final : public net::reply_observer {
       // RFC 3207 section 4.2: forget everything learned before TLS.
       if (secure) state_ = smtp::after_starttls();
     }
-    if (secure) co_await serve_tls(std::move(socket));
+    if (secure) co_await serve_tls(socket);
     socket_ = nullptr;
     if (backend_) co_await backend_->quit();
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
@@ -281,7 +284,7 @@ class client_session final : public net::reply_observer {
 
   // The TLS stream lives in this frame only: the session's own frame holds
   // no second copy of it for the other way of starting TLS.
-  net::awaitable<void> serve_tls(net::tcp::socket socket) {
+  net::awaitable<void> serve_tls(net::tcp::socket& socket) {
     tls_stream stream(std::move(socket), rt_.tls->native_handle());
     socket_ = &stream.socket();
     const bool secured = co_await handshake(stream);
@@ -1206,12 +1209,32 @@ net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_
 
 }  // namespace
 
+namespace {
+
+// Every idle session holds this coroutine's frame, so it is spawned on its
+// own once the connection is admitted: nothing admission needed stays in it.
+// `slot` is the session's place under the connection limits, held to its end.
+net::awaitable<void> serve_admitted(std::unique_ptr<client_session> session, net::tcp::socket socket,
+                                    [[maybe_unused]] net::connection_limits::slot slot,
+                                    const listener_config& listener,
+                                    metrics* stats) {
+  const auto started = steady_clock::now();
+  stats->session_started();
+  try {
+    co_await session->run(socket);
+  } catch (const std::exception& e) {
+    log::event("session_error").add("listener", listener.name).add("error", e.what());
+  }
+  session.reset();
+  stats->session_ended(std::chrono::duration<double>(steady_clock::now() - started).count());
+}
+
+}  // namespace
+
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener,
                                         runtime rt) {
   auto* stats = rt.stats;
   stats->connection_accepted(listener.name);
-  bool admitted = false;
-  steady_clock::time_point started;
   try {
     asio::error_code ignored;
     net::tcp::endpoint peer = socket.remote_endpoint(ignored);
@@ -1258,15 +1281,15 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
       socket.close(ignored);
       co_return;
     }
-    admitted = true;
-    started = steady_clock::now();
-    stats->session_started();
-    client_session session(listener, std::move(rt), peer, local, std::move(key), guards.lockouts);
-    co_await session.run(std::move(socket));
+    auto session = std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(key),
+                                                    guards.lockouts);
+    const auto executor = socket.get_executor();
+    asio::co_spawn(executor,
+                   serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
+                   asio::detached);
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());
   }
-  if (admitted) stats->session_ended(std::chrono::duration<double>(steady_clock::now() - started).count());
 }
 
 }  // namespace smtpguard::session
