@@ -1207,10 +1207,6 @@ net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_
   co_return true;
 }
 
-}  // namespace
-
-namespace {
-
 // Every idle session holds this coroutine's frame, so it is spawned on its
 // own once the connection is admitted: nothing admission needed stays in it.
 // `slot` is the session's place under the connection limits, held to its end.

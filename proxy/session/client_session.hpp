@@ -8,7 +8,9 @@
 
 namespace smtpguard::session {
 
-/// Runs the session to its end. Never throws.
+/// Admits the connection (PROXY header, limits, lockouts) and, unless it is
+/// refused, spawns its session, which runs to its end on the same executor.
+/// Never throws.
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt);
 
 /// Applies reloaded connection limits and lockout budgets to the state all
