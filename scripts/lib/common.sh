@@ -52,6 +52,6 @@ build_release() {
 
 SMTPGUARD_BINARY="$SMTPGUARD_ROOT/build/release/proxy/smtpguard"
 # scripts/bench: the SMTP sink (smtp-sink), the peers it is compared with
-# (stunnel4, nginx's mail proxy, haproxy), CPU pinning (taskset), ss, and the
+# (stunnel4, stone, nginx's mail proxy, haproxy), CPU pinning (taskset), ss, and the
 # certificate tool.
 BENCH_PACKAGES=(postfix stunnel4 stone nginx libnginx-mod-mail haproxy openssl util-linux iproute2 procps python3)
