@@ -199,9 +199,7 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     }
     const std::string header = proxy_header(server.proxy, client != nullptr ? *client : own);
     const bool sent = co_await connection->io_.write(header, timeouts.backend_reply);
-    if (!sent) {
-      co_return nullptr;
-    }
+    if (!sent) co_return nullptr;
     connection->identity_ = server.proxy == proxy_protocol::v1 ? "proxy_v1" : "proxy_v2";
   }
   failed_stage = "greeting";
