@@ -390,6 +390,9 @@ void read_backend(const json& v, const std::string& path, backend_config& backen
     fail(r.path("proxy_protocol"), proxy_needs_connection);
   r.get("helo_name", backend.helo_name);
   r.get_duration("health_interval", backend.health_interval, 1, 3600);
+  r.get_duration("reuse_idle", backend.reuse_idle, 0, 300);
+  r.get_duration("reuse_lifetime", backend.reuse_lifetime, 1, 86400);
+  r.get_int("reuse_max_idle", backend.reuse_max_idle, 1, 10000);
   r.finish();
 }
 

@@ -112,6 +112,11 @@ struct backend_config {
   std::vector<backend_server> servers;
   std::string helo_name;  ///< default: our hostname
   std::chrono::seconds health_interval{30};
+  /// How long a backend connection left clean by its session waits for the
+  /// thread's next session (Postfix's smtp_connection_cache_time_limit); 0: never kept.
+  std::chrono::seconds reuse_idle{2};
+  std::chrono::seconds reuse_lifetime{300};  ///< never reused once this old
+  std::size_t reuse_max_idle = 64;           ///< connections kept waiting, per thread
 };
 
 struct limits_config {

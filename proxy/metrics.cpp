@@ -218,6 +218,12 @@ metrics::metrics()
                            .Register(*registry_)
                            .Add({}, Histogram::BucketBoundaries{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                                 0.25, 0.5, 1, 2.5, 5, 10})),
+      backend_reused_(BuildCounter()
+                          .Name("smtpguard_backend_connections_reused_total")
+                          .Help("Backend connections a session took over from an earlier one, instead of "
+                                "connecting, greeting and saying EHLO")
+                          .Register(*registry_)
+                          .Add({})),
       certificate_not_after_(BuildGauge()
                                  .Name("smtpguard_certificate_not_after_timestamp_seconds")
                                  .Help("Unix time a certificate expires: each served certificate and each "

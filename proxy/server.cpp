@@ -5,10 +5,12 @@
 #include <asio/steady_timer.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/post.hpp>
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <ctime>
 #include <mutex>
@@ -158,6 +160,10 @@ int run_server(std::shared_ptr<const config> settings) {
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   for (std::size_t i = 0; i < thread_count; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_context = *contexts.front();
+  // After the contexts, so destroyed before them: the kept connections'
+  // sockets and timers belong to the contexts.
+  std::vector<std::unique_ptr<session::backend_pool>> pools;
+  for (auto& context : contexts) pools.push_back(std::make_unique<session::backend_pool>(context->get_executor()));
   std::list<net::tcp::acceptor> acceptors;
 
   // Signals are caught before any port answers: a SIGHUP sent as soon as the
@@ -168,7 +174,12 @@ int run_server(std::shared_ptr<const config> settings) {
   auto drain_then_stop = [&]() -> asio::awaitable<void> {
     const auto deadline = std::chrono::steady_clock::now() + settings->timeouts.drain;
     asio::steady_timer timer(co_await asio::this_coro::executor);
-    while (sessions.active() > 0 && std::chrono::steady_clock::now() < deadline) {
+    // The kept backend connections are QUIT too, so no backend logs them as lost.
+    auto busy = [&] {
+      return sessions.active() > 0 ||
+             std::any_of(pools.begin(), pools.end(), [](const auto& pool) { return !pool->closed(); });
+    };
+    while (busy() && std::chrono::steady_clock::now() < deadline) {
       timer.expires_after(std::chrono::milliseconds(20));
       co_await timer.async_wait(net::as_result);
     }
@@ -195,21 +206,26 @@ int run_server(std::shared_ptr<const config> settings) {
         .add("sessions", static_cast<std::int64_t>(sessions.active()))
         .add("deadline_s", static_cast<std::int64_t>(settings->timeouts.drain.count()));
     sessions.drain();
+    for (auto& pool : pools) asio::post(pool->executor(), [&pool] { pool->close_all(); });
     asio::co_spawn(main_context, drain_then_stop(), asio::detached);
     signals.async_wait(on_signal);
   };
   signals.async_wait(on_signal);
 
-  for (auto& context : contexts) {
-    auto executor = context->get_executor();
+  for (std::size_t i = 0; i < contexts.size(); ++i) {
+    auto executor = contexts[i]->get_executor();
+    session::backend_pool* pool = pools[i].get();
+    asio::co_spawn(executor, pool->run(), asio::detached);
     for (const auto& listener : settings->listeners) {
       auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
       asio::co_spawn(executor,
                      net::accept_loop(acceptor,
-                                      [&listener, &live, executor](net::tcp::socket socket) {
+                                      [&listener, &live, executor, pool](net::tcp::socket socket) {
+                                        session::runtime rt = live.get();
+                                        rt.pool = pool;
                                         asio::co_spawn(executor,
                                                        session::run_client_session(std::move(socket),
-                                                                                   listener, live.get()),
+                                                                                   listener, std::move(rt)),
                                                        asio::detached);
                                       }),
                      asio::detached);

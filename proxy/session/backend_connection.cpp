@@ -1,5 +1,6 @@
 #include "session/backend_connection.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <asio/connect.hpp>
@@ -138,6 +139,15 @@ std::string_view to_string(backend_failure failure) noexcept {
   return "unknown";
 }
 
+std::string reuse_key(const backend_server& server, const std::string& helo_name) {
+  std::string key = server.name;
+  key += '\n';
+  key += helo_name;
+  key += server.xclient ? "\nxclient" : "";
+  key += server.proxy != proxy_protocol::none ? "\nproxy" : "";
+  return key;
+}
+
 backend_connection::backend_connection(net::tcp::socket socket, const timeouts_config& timeouts)
     : socket_(std::move(socket)), timeouts_(timeouts), io_(socket_, max_backend_line) {}
 
@@ -176,6 +186,7 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
   auto connection = std::make_unique<backend_connection>(std::move(socket), timeouts);
   connection->stats_ = stats;
   connection->mail_auth_ = server.mail_auth && client != nullptr && !client->user.empty();
+  connection->reuse_key_ = session::reuse_key(server, helo_name);
   if (program) {
     connection->program_ = std::move(program);
     connection->program_name_ = server.name;
@@ -318,6 +329,23 @@ net::awaitable<void> backend_connection::quit() {
   if (!is_open()) co_return;
   co_await command("QUIT");
   abort();
+}
+
+bool backend_connection::reusable(std::chrono::steady_clock::duration lifetime) {
+  if (!is_open() || failure_ != backend_failure::none || outstanding_ > 0 || program_ || identity_ != "received")
+    return false;
+  if (std::chrono::steady_clock::now() - opened_ >= lifetime) return false;
+  if (io_.framer().has_buffered()) return false;
+  // Anything readable, a 421 or the end of the stream, means the backend
+  // gave up on the connection while it waited.
+  pollfd watched{};
+  watched.fd = socket_.native_handle();
+  watched.events = POLLIN | POLLRDHUP;
+  return ::poll(&watched, 1, 0) == 0;
+}
+
+void backend_connection::serve(const backend_server& server, const smtp::client_identity& client) noexcept {
+  mail_auth_ = server.mail_auth && !client.user.empty();
 }
 
 bool backend_connection::out_of_step() {

@@ -3,6 +3,7 @@
 // socket, or a program started for the session. Connects, hands over the
 // client's identity the way that backend takes it, reads the 220, says EHLO
 // (HELO if refused), then relays one command at a time.
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +28,9 @@ enum class backend_failure {
 };
 
 std::string_view to_string(backend_failure failure) noexcept;
+
+/// What a connection to `server`, greeted as `helo_name`, is kept under.
+std::string reuse_key(const backend_server& server, const std::string& helo_name);
 
 class backend_connection {
  public:
@@ -76,12 +80,23 @@ class backend_connection {
   /// How the client's identity was handed over, for the session's log.
   std::string_view identity() const noexcept { return identity_; }
 
+  /// Which backend, greeted how: a kept connection serves only sessions
+  /// that would have opened the same (reuse_key() of their server).
+  const std::string& reuse_key() const noexcept { return reuse_key_; }
+  /// Fit to serve another session: nothing of its first client went over it
+  /// (no PROXY header, XCLIENT or program), no reply is pending, it is younger
+  /// than `lifetime`, and the backend has not spoken or closed since.
+  bool reusable(std::chrono::steady_clock::duration lifetime);
+  /// Takes over a kept connection for the session of `client` on `server`.
+  void serve(const backend_server& server, const smtp::client_identity& client) noexcept;
+
   backend_connection(const backend_connection&) = delete;
   backend_connection& operator=(const backend_connection&) = delete;
 
  private:
   net::tcp::socket socket_;
-  const timeouts_config& timeouts_;
+  // A copy: a kept connection outlives the configuration it was opened under.
+  timeouts_config timeouts_;
   net::line_io<net::tcp::socket> io_;
   smtp::capabilities capabilities_;
   backend_failure failure_ = backend_failure::none;
@@ -91,6 +106,8 @@ class backend_connection {
   std::string_view identity_ = "received";
   std::optional<backend_program> program_;  ///< a backend started for this session
   std::string program_name_;
+  std::string reuse_key_;
+  std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
 
   net::awaitable<bool> greet(const std::string& helo_name);
 

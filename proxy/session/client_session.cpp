@@ -207,7 +207,7 @@ class client_session final : public net::reply_observer {
     }
     if (secure) co_await serve_tls(socket);
     socket_ = nullptr;
-    if (backend_) co_await backend_->quit();
+    if (backend_) co_await release_backend();
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
     // The session's summary: everything an operator greps for in one line.
     log::event("disconnect")
@@ -688,6 +688,18 @@ class client_session final : public net::reply_observer {
     const smtp::client_identity client = identity();
     for (const backend_server* candidate : order) {
       const backend_server& server = *candidate;
+      if (rt_.pool != nullptr) {
+        const std::string key = reuse_key(server, settings_.backend.helo_name);
+        backend_ = rt_.pool->take(key, settings_.backend.reuse_lifetime);
+      }
+      if (backend_) {
+        backend_->serve(server, client);
+        backend_address_ = server.name;
+        backend_reused_ = true;
+        rt_.stats->backend_reused();
+        log::event("backend").add("session", id_).add("backend", backend_address_).add("reused", true);
+        co_return true;
+      }
       std::string failed_stage;
       backend_ = co_await backend_connection::open(server, &client, settings_.backend.helo_name, settings_.timeouts,
                                                    failed_stage, rt_.stats);
@@ -699,6 +711,7 @@ class client_session final : public net::reply_observer {
       log::event("backend_failed").add("session", id_).add("backend", server.name).add("stage", failed_stage);
     }
     if (!backend_) co_return false;
+    backend_reused_ = false;
     rt_.backend->update(backend_->capabilities());
     const auto elapsed =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
@@ -707,8 +720,23 @@ class client_session final : public net::reply_observer {
         .add("session", id_)
         .add("backend", backend_address_)
         .add("identity", backend_->identity())
-        .add("connect_ms", static_cast<std::int64_t>(elapsed.count()));
+        .add("connect_ms", static_cast<std::int64_t>(elapsed.count()))
+        .add("reused", false);
     co_return true;
+  }
+
+  /// At the session's end: a clean connection (no transaction open, every
+  /// reply read) is kept for the thread's next session, if reuse is on;
+  /// any other is QUIT.
+  net::awaitable<void> release_backend() {
+    const backend_config& reuse = settings_.backend;
+    const bool keep = rt_.pool != nullptr && reuse.reuse_idle.count() > 0 && !state_.in_transaction &&
+                      pipelined_.empty() && !draining_ && backend_->reusable(reuse.reuse_lifetime);
+    if (keep) {
+      rt_.pool->keep(std::move(backend_), reuse.reuse_idle, reuse.reuse_max_idle);
+      co_return;
+    }
+    co_await backend_->quit();
   }
 
   /// Who the client is, for the backend.
@@ -824,26 +852,50 @@ class client_session final : public net::reply_observer {
       co_await refuse_in_order(io, *refusal);
       co_return;
     }
-    const bool connected = co_await ensure_backend();
-    if (!connected) {
-      co_await refuse_in_order(io, {replies::backend_unavailable});
-      co_return;
-    }
-    if (!parameters_supported(*path, backend_->capabilities(), true)) {
-      co_await refuse_in_order(io, {replies::parameter_unsupported});
-      co_return;
-    }
-    // RFC 4954 section 5: to a backend that trusts us, who submitted it.
-    if (backend_->takes_mail_auth()) path->parameters.push_back({"AUTH", smtp::xtext(state_.user), true});
-    const std::string line = smtp::format_mail_from(*path);
     const bool smtputf8 = has_parameter(*path, "SMTPUTF8");
-    if (backend_->capabilities().pipelining) {
-      const pipelined_command sent{true, path->mailbox};
-      co_await pipeline(io, line, sent, smtputf8);
+    // A kept connection that the backend gave up on just as it was taken
+    // (closed it, or is closing it with 421) shows it only at its first
+    // command: MAIL then goes again on another connection. No transaction
+    // was open on the first one, so nothing is sent twice.
+    for (;;) {
+      const bool connected = co_await ensure_backend();
+      if (!connected) {
+        co_await refuse_in_order(io, {replies::backend_unavailable});
+        co_return;
+      }
+      if (!parameters_supported(*path, backend_->capabilities(), true)) {
+        co_await refuse_in_order(io, {replies::parameter_unsupported});
+        co_return;
+      }
+      smtp::path_argument sent = *path;
+      // RFC 4954 section 5: to a backend that trusts us, who submitted it.
+      if (backend_->takes_mail_auth()) sent.parameters.push_back({"AUTH", smtp::xtext(state_.user), true});
+      const std::string line = smtp::format_mail_from(sent);
+      if (std::exchange(backend_reused_, false)) {
+        auto answer = co_await backend_->command(line);
+        const bool gave_up = answer ? answer->code == 421 : backend_->failure() == backend_failure::gone;
+        if (gave_up) {
+          log::event("backend_stale").add("session", id_).add("backend", backend_address_);
+          backend_.reset();
+          continue;
+        }
+        if (!answer) {
+          backend_lost(io);
+          co_return;
+        }
+        relay_reply(io, *answer);
+        if (answer->code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
+        co_return;
+      }
+      if (backend_->capabilities().pipelining) {
+        const pipelined_command queued{true, path->mailbox};
+        co_await pipeline(io, line, queued, smtputf8);
+        co_return;
+      }
+      const int code = co_await relay_command(io, line);
+      if (code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
       co_return;
     }
-    const int code = co_await relay_command(io, line);
-    if (code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
   }
 
   template <typename Stream>
@@ -1164,6 +1216,7 @@ class client_session final : public net::reply_observer {
   std::string sender_;
   std::string last_recipient_;
   bool greeting_sent_ = false;
+  bool backend_reused_ = false;  ///< the backend connection came kept, and has carried no command yet
   int errors_ = 0;
   int auth_failures_ = 0;
   int messages_ = 0;

@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "metrics.hpp"
 #include "session/backend_monitor.hpp"
+#include "session/backend_pool.hpp"
 #include "session/credential_verifier.hpp"
 #include "session/session_registry.hpp"
 
@@ -21,6 +22,7 @@ struct runtime {
   credential_verifier* verifier = nullptr;
   backend_monitor* backend = nullptr;
   session_registry* sessions = nullptr;
+  backend_pool* pool = nullptr;  ///< the session's thread's kept backend connections; null: none kept
 };
 
 }  // namespace smtpguard::session

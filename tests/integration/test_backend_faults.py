@@ -38,8 +38,9 @@ from wire_backend import DEFAULTS, EHLO_REPLY, Close, Delay, Silent, WireBackend
 BACKEND_REPLY = 2   # timeouts.backend_reply (seconds) in these tests
 CONFIG = {
     "timeouts": {"backend_connect": 2, "backend_reply": BACKEND_REPLY},
-    # One probe at startup, then none during the test.
-    "backend": {"health_interval": 3600},
+    # One probe at startup, then none during the test; each session's backend
+    # connection ends with the session (see test_backend_reuse.py).
+    "backend": {"health_interval": 3600, "reuse_idle": 0},
 }
 
 # smtpguard's own replies (proxy/smtp/replies.hpp), asserted byte for byte.

@@ -168,7 +168,9 @@ def run_steps(w, steps, split, transcript):
 # --------------------------------------------------------------------------
 # One smtpguard + one WireBackend per configuration, for the whole module
 # --------------------------------------------------------------------------
-BASE = {"limits": {"max_errors": 1000}}
+# Each session's backend connection is checked whole, QUIT included: none is
+# kept for the next session (test_backend_reuse.py covers keeping them).
+BASE = {"limits": {"max_errors": 1000}, "backend": {"reuse_idle": 0}}
 CONFIGS = {
     "reject": BASE,
     "normalize": harness.deep_merge(BASE, {"smtp": {"bare_line_endings": "normalize"}}),

@@ -248,7 +248,9 @@ def guards(binary, certs, users_file, backend, tmp_path_factory):
         if policy not in started:
             work = tmp_path_factory.mktemp(f"smtpguard-{policy}")
             guard = harness.Smtpguard(binary, str(work), certs, users_file, f"{HOST}:{backend.port}",
-                                      config={"smtp": {"bare_line_endings": policy}})
+                                      config={"smtp": {"bare_line_endings": policy},
+                                              # each session's Postfix log is checked whole
+                                              "backend": {"reuse_idle": 0}})
             started[policy] = guard.start()
         return started[policy]
 

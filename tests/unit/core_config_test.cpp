@@ -132,6 +132,9 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_FALSE(c.backend.servers[0].xclient);
   EXPECT_EQ(c.backend.servers[0].proxy, proxy_protocol::none);
   EXPECT_EQ(c.backend.helo_name, "mail.example.org");
+  EXPECT_EQ(c.backend.reuse_idle, std::chrono::seconds(2));
+  EXPECT_EQ(c.backend.reuse_lifetime, std::chrono::seconds(300));
+  EXPECT_EQ(c.backend.reuse_max_idle, 64u);
   EXPECT_EQ(c.limits.max_recipients, 100);
   EXPECT_EQ(c.limits.max_command_line, 512u);
   EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
@@ -151,6 +154,9 @@ TEST_F(core_config, explicit_values) {
       set("/tls/min_version", "1.3"),
       set("/auth/mechanisms", json{"plain", "Cram-Md5"}),
       set("/backend/helo_name", "relay.example.org"),
+      set("/backend/reuse_idle", 0),
+      set("/backend/reuse_lifetime", 60),
+      set("/backend/reuse_max_idle", 4),
       set("/limits/max_recipients", 5),
       set("/timeouts/data_end", 600),
       set("/smtp/bare_line_endings", "normalize"),
@@ -167,6 +173,9 @@ TEST_F(core_config, explicit_values) {
   EXPECT_EQ(c.tls.min_version, "1.3");
   EXPECT_EQ(c.auth.mechanisms, (std::vector<std::string>{"PLAIN", "CRAM-MD5"}));
   EXPECT_EQ(c.backend.helo_name, "relay.example.org");
+  EXPECT_EQ(c.backend.reuse_idle, std::chrono::seconds(0));
+  EXPECT_EQ(c.backend.reuse_lifetime, std::chrono::seconds(60));
+  EXPECT_EQ(c.backend.reuse_max_idle, 4u);
   EXPECT_EQ(c.limits.max_recipients, 5);
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::normalize);
   ASSERT_TRUE(c.metrics.address.has_value());
@@ -292,6 +301,10 @@ TEST_F(core_config, invalid_values) {
       {{set("/auth/mechanisms/0", "DIGEST-MD5")}, "auth.mechanisms[0]"},
       {{set("/auth/max_failures", 0)}, "auth.max_failures"},
       {{set("/backend/address", "backend")}, "backend.address"},
+      {{set("/backend/reuse_idle", -1)}, "backend.reuse_idle"},
+      {{set("/backend/reuse_idle", 301)}, "backend.reuse_idle"},
+      {{set("/backend/reuse_lifetime", 0)}, "backend.reuse_lifetime"},
+      {{set("/backend/reuse_max_idle", 0)}, "backend.reuse_max_idle"},
       {{set("/backend/address", json::array())}, "backend.address"},
       {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
       {{set("/backend/address", json::array({"127.0.0.1:25", 25}))}, "backend.address[1]"},
