@@ -291,6 +291,7 @@ net::awaitable<bool> backend_connection::write(std::string_view bytes) {
     fail(backend_failure::protocol);
     co_return false;
   }
+  in_content_ = true;
   const bool sent = co_await io_.write(bytes, timeouts_.data_block);
   if (sent) co_return true;
   fail(backend_failure::gone);
@@ -313,6 +314,7 @@ net::awaitable<std::optional<smtp::reply>> backend_connection::read_reply(net::d
         continue;
       case smtp::reply_parser::status::done: {
         smtp::reply answer = parser.take();
+        in_content_ = false;
         if (stats_ != nullptr) stats_->backend_reply(static_cast<char>('0' + answer.code / 100));
         co_return answer;
       }
@@ -332,7 +334,8 @@ net::awaitable<void> backend_connection::quit() {
 }
 
 bool backend_connection::reusable(std::chrono::steady_clock::duration lifetime) {
-  if (!is_open() || failure_ != backend_failure::none || outstanding_ > 0 || program_ || identity_ != "received")
+  if (!is_open() || failure_ != backend_failure::none || outstanding_ > 0 || in_content_ || program_ ||
+      identity_ != "received")
     return false;
   if (std::chrono::steady_clock::now() - opened_ >= lifetime) return false;
   if (io_.framer().has_buffered()) return false;
@@ -344,7 +347,7 @@ bool backend_connection::reusable(std::chrono::steady_clock::duration lifetime) 
   return ::poll(&watched, 1, 0) == 0;
 }
 
-void backend_connection::serve(const backend_server& server, const smtp::client_identity& client) noexcept {
+void backend_connection::take_over(const backend_server& server, const smtp::client_identity& client) noexcept {
   mail_auth_ = server.mail_auth && !client.user.empty();
 }
 

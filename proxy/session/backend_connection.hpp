@@ -84,11 +84,12 @@ class backend_connection {
   /// that would have opened the same (reuse_key() of their server).
   const std::string& reuse_key() const noexcept { return reuse_key_; }
   /// Fit to serve another session: nothing of its first client went over it
-  /// (no PROXY header, XCLIENT or program), no reply is pending, it is younger
-  /// than `lifetime`, and the backend has not spoken or closed since.
+  /// (no PROXY header, XCLIENT or program), no reply is pending and no
+  /// message is half sent, it is younger than `lifetime`, and the backend has
+  /// not spoken or closed since.
   bool reusable(std::chrono::steady_clock::duration lifetime);
   /// Takes over a kept connection for the session of `client` on `server`.
-  void serve(const backend_server& server, const smtp::client_identity& client) noexcept;
+  void take_over(const backend_server& server, const smtp::client_identity& client) noexcept;
 
   backend_connection(const backend_connection&) = delete;
   backend_connection& operator=(const backend_connection&) = delete;
@@ -103,6 +104,7 @@ class backend_connection {
   std::size_t outstanding_ = 0;
   metrics* stats_ = nullptr;
   bool mail_auth_ = false;
+  bool in_content_ = false;  ///< message content written, its end-of-data reply not read yet
   std::string_view identity_ = "received";
   std::optional<backend_program> program_;  ///< a backend started for this session
   std::string program_name_;

@@ -693,7 +693,7 @@ class client_session final : public net::reply_observer {
         backend_ = rt_.pool->take(key, settings_.backend.reuse_lifetime);
       }
       if (backend_) {
-        backend_->serve(server, client);
+        backend_->take_over(server, client);
         backend_address_ = server.name;
         backend_reused_ = true;
         rt_.stats->backend_reused();
