@@ -420,6 +420,7 @@ void read_timeouts(const json& v, const std::string& path, timeouts_config& t) {
   r.get_duration("tls_handshake", t.tls_handshake, 1, 3600);
   r.get_duration("backend_connect", t.backend_connect, 1, 3600);
   r.get_duration("backend_reply", t.backend_reply, 1, day);
+  r.get_duration("backend_program_exit", t.backend_program_exit, 1, 3600);
   r.get_duration("command_total", t.command_total, 1, day);
   r.get_int("data_min_rate", t.data_min_rate, 0, 1LL << 30);
   r.get_duration("data_rate_window", t.data_rate_window, 1, 3600);

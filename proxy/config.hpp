@@ -137,6 +137,9 @@ struct timeouts_config {
   std::chrono::seconds tls_handshake{30};
   std::chrono::seconds backend_connect{30};
   std::chrono::seconds backend_reply{300};
+  /// A program backend's time to exit once its session closed its input,
+  /// before SIGTERM (and SIGKILL 5 s later).
+  std::chrono::seconds backend_program_exit{30};
   std::chrono::seconds command_total{300};  ///< one command line, from its first byte to its end
   std::uint64_t data_min_rate = 1024;       ///< bytes per second during DATA; 0: no minimum
   std::chrono::seconds data_rate_window{30};  ///< the rate is averaged over windows this long

@@ -155,7 +155,7 @@ backend_connection::~backend_connection() {
   abort();
   if (program_) {
     try {
-      std::move(*program_).reap_later(socket_.get_executor(), program_name_);
+      std::move(*program_).reap_later(socket_.get_executor(), program_name_, timeouts_.backend_program_exit);
     } catch (...) {
       // The program is then killed and reaped by its destructor.
     }

@@ -21,9 +21,7 @@ extern "C" {
 namespace smtpguard::session {
 namespace {
 
-// How long a program may take to exit after its input was closed (it is
-// usually done at QUIT), then after SIGTERM, before SIGKILL.
-constexpr std::chrono::seconds exit_grace{30};
+// How long a program may take to exit after SIGTERM, before SIGKILL.
 constexpr std::chrono::seconds term_grace{5};
 
 struct spawn_setup {
@@ -51,7 +49,7 @@ std::vector<char*> pointers(const std::vector<std::string>& strings) {
   return out;
 }
 
-net::awaitable<void> reap(pid_t pid, int pidfd, std::string name) {
+net::awaitable<void> reap(pid_t pid, int pidfd, std::string name, std::chrono::seconds exit_grace) {
   asio::posix::stream_descriptor exited(co_await asio::this_coro::executor, pidfd);
   auto waited = co_await net::with_timeout(
       exited.async_wait(asio::posix::stream_descriptor::wait_read, net::as_result), exit_grace);
@@ -140,10 +138,11 @@ std::optional<backend_program> backend_program::start(const std::vector<std::str
 backend_program::backend_program(backend_program&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)), pidfd_(std::exchange(other.pidfd_, -1)) {}
 
-void backend_program::reap_later(const asio::any_io_executor& executor, std::string name) && {
+void backend_program::reap_later(const asio::any_io_executor& executor, std::string name,
+                                 std::chrono::seconds exit_grace) && {
   const pid_t pid = std::exchange(pid_, -1);
   const int pidfd = std::exchange(pidfd_, -1);
-  asio::co_spawn(executor, reap(pid, pidfd, std::move(name)), asio::detached);
+  asio::co_spawn(executor, reap(pid, pidfd, std::move(name), exit_grace), asio::detached);
 }
 
 backend_program& backend_program::operator=(backend_program&& other) noexcept {

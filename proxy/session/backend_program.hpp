@@ -4,6 +4,7 @@
 // listener on the MTA side at all.
 #include <sys/types.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -25,8 +26,9 @@ class backend_program {
 
   /// Once its input is closed the program should exit by itself; it is
   /// waited for in the background (never by the session), terminated if it
-  /// lingers, and always reaped, so no zombie is left behind.
-  void reap_later(const asio::any_io_executor& executor, std::string name) &&;
+  /// lingers past `exit_grace` (killed if it outlives SIGTERM too), and
+  /// always reaped, so no zombie is left behind.
+  void reap_later(const asio::any_io_executor& executor, std::string name, std::chrono::seconds exit_grace) &&;
 
   backend_program(backend_program&& other) noexcept;
   backend_program& operator=(backend_program&& other) noexcept;

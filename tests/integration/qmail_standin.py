@@ -16,10 +16,13 @@ arguments, which it otherwise ignores, as STANDIN_ARGV).
 STANDIN_RCPTHOSTS: comma-separated domains (default example.test).
 STANDIN_FAIL=data: answer the end of DATA with 451 and exit, as qmail does
 when its queue fails.
+STANDIN_LINGER=term: stay after the session instead of exiting, as a hung
+MTA would; =ignore-term: and ignore SIGTERM too.
 """
 import email.utils
 import json
 import os
+import signal
 import sys
 import time
 
@@ -30,6 +33,7 @@ REMOTE_INFO = os.environ.get("TCPREMOTEINFO")
 RELAY = "RELAYCLIENT" in os.environ
 RCPTHOSTS = set(os.environ.get("STANDIN_RCPTHOSTS", "example.test").split(","))
 FAIL = os.environ.get("STANDIN_FAIL", "")
+LINGER = os.environ.get("STANDIN_LINGER", "")
 
 stdin = sys.stdin.buffer
 stdout = sys.stdout.buffer
@@ -167,5 +171,14 @@ def main():
             out("502 unimplemented (#5.5.1)\r\n")
 
 
+def linger():
+    if LINGER == "ignore-term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(60)
+
+
 if __name__ == "__main__":
     main()
+    if LINGER:
+        linger()

@@ -154,6 +154,29 @@ def test_programs_are_reaped(smtpguard_factory, tmp_path):
     assert len(list(tmp_path.glob("*.msg"))) == 3
 
 
+@pytest.mark.parametrize("linger, signals", [("term", ["TERM"]), ("ignore-term", ["TERM", "KILL"])])
+def test_a_program_that_outlives_its_session_is_stopped_and_reaped(smtpguard_factory, tmp_path, linger, signals):
+    guard = qmail_guard(smtpguard_factory, tmp_path, environment={"STANDIN_LINGER": linger},
+                        extra={"timeouts": {"backend_program_exit": 1}})
+    refused, result = send(guard)
+    assert result[0] == 250
+    ended = time.monotonic()
+    [pid] = [int(path.stem.split("-")[1]) for path in tmp_path.glob("env-*.json")
+             if json.loads(path.read_text())["TCPREMOTEIP"] == CLIENT_IP]
+    # Its input is closed, but it stays: it is left its grace period first.
+    assert os.path.exists(f"/proc/{pid}")
+    # The health probe's program lingers the same way: both are stopped and reaped.
+    assert wait_until(lambda: children(guard.proc.pid) == [], 15), children(guard.proc.pid)
+    waited = time.monotonic() - ended
+    assert not os.path.exists(f"/proc/{pid}")
+    assert waited >= (5.5 if "KILL" in signals else 0.8), waited
+    log = read_text(guard.stderr_path)
+    killed = re.findall(r"event=backend_program_killed .*signal=(\w+)", log)
+    assert sorted(killed) == sorted(signals * 2), log
+    exits = re.findall(r"event=backend_program_exit .*signal=(\d+)", log)
+    assert exits == [str(9 if "KILL" in signals else 15)] * 2, log
+
+
 def test_missing_program_is_a_backend_failure(smtpguard_factory, tmp_path):
     script = tmp_path / "mta"
     script.write_text("#!/bin/sh\nexec /nonexistent/qmail-smtpd\n")

@@ -138,6 +138,7 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_EQ(c.limits.max_recipients, 100);
   EXPECT_EQ(c.limits.max_command_line, 512u);
   EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
+  EXPECT_EQ(c.timeouts.backend_program_exit, std::chrono::seconds(30));
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::reject);
   EXPECT_FALSE(c.metrics.address.has_value());
   EXPECT_EQ(c.log.format, log_format::text);
@@ -301,6 +302,7 @@ TEST_F(core_config, invalid_values) {
       {{set("/auth/mechanisms/0", "DIGEST-MD5")}, "auth.mechanisms[0]"},
       {{set("/auth/max_failures", 0)}, "auth.max_failures"},
       {{set("/backend/address", "backend")}, "backend.address"},
+      {{set("/timeouts/backend_program_exit", 0)}, "timeouts.backend_program_exit"},
       {{set("/backend/reuse_idle", -1)}, "backend.reuse_idle"},
       {{set("/backend/reuse_idle", 301)}, "backend.reuse_idle"},
       {{set("/backend/reuse_lifetime", 0)}, "backend.reuse_lifetime"},
