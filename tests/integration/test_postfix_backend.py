@@ -1,10 +1,11 @@
 """A real, private Postfix as the backend: mail lands in its Maildir."""
 
+import re
 import time
 
 import pytest
 
-from harness import ALICE, HOST, received_regex, relay_to_mta, smtplib_auth
+from harness import ALICE, HOST, received_regex, relay_to_mta, smtplib_auth, wait_until
 
 MESSAGE = (
     b"From: Alice <alice@example.test>\r\n"
@@ -65,3 +66,33 @@ def test_two_recipients_delivered(guard, postfix):
         assert received_regex(rcpt=None, eol=b"\n").search(stored), \
             f"smtpguard's Received header (no 'for', two recipients) missing:\n{stored.decode(errors='replace')}"
         assert stored.endswith(b"\n\nhi\n")
+
+
+def test_sessions_one_after_another_share_one_postfix_connection(smtpguard_factory, postfix):
+    """Each session leaves its backend connection for the next: Postfix sees
+    one connection carrying three transactions, QUIT once it sat idle."""
+    guard = smtpguard_factory(config={"threads": 1, "backend": {"reuse_idle": 1, "health_interval": 3600}},
+                              backend_address=f"{HOST}:{postfix.port}")
+    already = len(postfix.delivered())
+    log_start = len(postfix.log())
+    for n in (1, 2, 3):
+        body = f"Subject: kept {n}\r\nMessage-ID: <postfix-reuse-{n}@example.test>\r\n\r\nhi\r\n".encode()
+        with guard.smtp_ssl() as smtp:
+            smtplib_auth(smtp, "PLAIN", *ALICE)
+            assert smtp.sendmail("alice@example.test", ["someone@example.test"], body) == {}
+    postfix.wait_for_delivery(already + 3)
+    stored = postfix.messages()[already:]
+    # Every message still carries its own session's Received header.
+    ids = set()
+    for message in stored:
+        m = received_regex(rcpt="someone@example.test", eol=b"\n").search(message)
+        assert m, message.decode(errors="replace")
+        ids.add(m.group("id"))
+    assert len(ids) == 3, ids
+
+    def transactions():
+        return [line for line in re.findall(r"disconnect from \S+ (.*)", postfix.log()[log_start:])
+                if "mail=" in line]
+
+    assert wait_until(transactions, 10), postfix.log()[log_start:]
+    assert transactions() == ["ehlo=1 mail=3 rcpt=3 data=3 quit=1 commands=11"], postfix.log()[log_start:]
