@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from harness import ALICE, BOB, metric_value, plain_response, received_regex, smtplib_auth, wait_until
+from harness import (ALICE, BOB, metric_value, plain_response, read_text, received_regex, smtplib_auth,
+                     wait_until)
 from wire_backend import EHLO_REPLY, Close
 
 MESSAGE = b"Subject: reuse\r\n\r\nkept connection\r\n"
@@ -54,8 +55,7 @@ def reused(guard):
 
 
 def log(guard):
-    with open(guard.stderr_path, errors="replace") as f:
-        return f.read()
+    return read_text(guard.stderr_path)
 
 
 def test_next_session_takes_over_the_connection_and_it_is_quit_when_idle(smtpguard_factory, wire_backend):
