@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <tuple>
 
 #include "memory.hpp"
 #include "net/deadline.hpp"
@@ -88,10 +90,18 @@ class line_io {
     framer_.release_consumed();  // it may be a long wait
     const auto buffer = read_buffer();
     deadline_.arm(limit);
-    // Right after we said something, the peer is still answering it.
-    const bool wait_first = sent_since_read_;
+    // Right after we said something, the peer is still answering it: a read
+    // now would find nothing. The wait is made in this frame, not in
+    // read_some()'s, so an idle session holds one coroutine frame fewer.
+    const bool wait_first = sent_since_read_ && !has_buffered_input(stream_);
     sent_since_read_ = false;
-    const io_result got = co_await read_some(stream_, buffer, wait_first);
+    io_result got;
+    if (wait_first) {
+      const std::tuple<std::error_code> waited =
+          co_await lowest_socket(stream_).async_wait(tcp::socket::wait_read, as_result);
+      got.error = std::get<0>(waited);
+    }
+    if (!got.error) got = co_await read_some(stream_, buffer);
     deadline_.disarm();
     if (got.error || got.bytes == 0) co_return deadline_.expired() ? read_status::timeout : read_status::closed;
     out = std::string_view(buffer.data(), got.bytes);

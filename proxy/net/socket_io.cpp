@@ -59,11 +59,7 @@ std::size_t send_now(tcp::socket& socket, std::string_view bytes, bool& would_bl
   return sent;
 }
 
-awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool wait_first) {
-  if (wait_first) {
-    const std::tuple<std::error_code> waited = co_await socket.async_wait(tcp::socket::wait_read, as_result);
-    if (std::get<0>(waited)) co_return io_result{std::get<0>(waited), 0};
-  }
+awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer) {
   for (;;) {
     bool would_block = false;
     std::error_code error;

@@ -19,9 +19,7 @@ struct io_result {
 };
 
 /// One read of at most buffer.size() bytes (waits while nothing is there).
-/// With `wait_first`, for when the peer is known to be answering something
-/// just sent, the read is not tried before waiting (it would find nothing).
-awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer, bool wait_first = false);
+awaitable<io_result> read_some(tcp::socket& socket, std::span<char> buffer);
 /// Writes every byte, waiting for room as needed.
 awaitable<std::error_code> write_all(tcp::socket& socket, std::string_view bytes);
 

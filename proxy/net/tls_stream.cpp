@@ -201,11 +201,9 @@ awaitable<std::error_code> tls_stream::handshake() {
   }
 }
 
-awaitable<io_result> tls_stream::read_some(std::span<char> buffer, bool wait_first) {
+awaitable<io_result> tls_stream::read_some(std::span<char> buffer) {
   const std::size_t limit = std::min(buffer.size(), static_cast<std::size_t>(INT_MAX));
   bool fresh = false;  // input_ came from the socket in this iteration
-  // Only when nothing is left over: pending bytes may hold a whole command.
-  bool skip_receive = wait_first && pending_.empty() && SSL_pending(ssl_) == 0;
   for (;;) {
     if (!fresh) use_pending_input();
     fresh = false;
@@ -230,9 +228,8 @@ awaitable<io_result> tls_stream::read_some(std::span<char> buffer, bool wait_fir
     if (got > 0) co_return io_result{{}, got};
     if (error) co_return io_result{error, 0};
     if (sent) co_return io_result{sent, 0};
-    bool would_block = true;
-    const std::size_t n = skip_receive ? 0 : receive_now(socket_, receive_buffer(), would_block, error);
-    skip_receive = false;
+    bool would_block = false;
+    const std::size_t n = receive_now(socket_, receive_buffer(), would_block, error);
     if (n > 0) {
       use_received_input(n);
       fresh = true;

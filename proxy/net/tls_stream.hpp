@@ -32,8 +32,11 @@ class tls_stream {
 
   awaitable<std::error_code> handshake();
   /// Decrypted bytes, at most buffer.size(); eof after the peer's close_notify
-  /// or close. `wait_first`: as for plain sockets (socket_io.hpp).
-  awaitable<io_result> read_some(std::span<char> buffer, bool wait_first = false);
+  /// or close.
+  awaitable<io_result> read_some(std::span<char> buffer);
+  /// Received bytes not yet returned by read_some(): a wait for the socket
+  /// would not see them.
+  bool has_buffered_input() const noexcept { return !pending_.empty() || SSL_pending(ssl_) > 0; }
   awaitable<std::error_code> write_all(std::string_view bytes);
   /// Sends close_notify if the socket takes it now; never waits for the peer's.
   void shutdown() noexcept;
@@ -69,9 +72,9 @@ class tls_stream {
 };
 
 /// Stream-agnostic calls used by the line I/O layer.
-inline awaitable<io_result> read_some(tls_stream& stream, std::span<char> buffer, bool wait_first) {
-  return stream.read_some(buffer, wait_first);
-}
+inline awaitable<io_result> read_some(tls_stream& stream, std::span<char> buffer) { return stream.read_some(buffer); }
+inline bool has_buffered_input(const tls_stream& stream) noexcept { return stream.has_buffered_input(); }
+inline bool has_buffered_input(const tcp::socket&) noexcept { return false; }
 inline awaitable<std::error_code> write_all(tls_stream& stream, std::string_view bytes) {
   return stream.write_all(bytes);
 }
