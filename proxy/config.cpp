@@ -407,6 +407,7 @@ void read_limits(const json& v, const std::string& path, limits_config& limits) 
   r.get_int("max_errors", limits.max_errors, 1, 1000);
   r.get_int("max_connections", limits.max_connections, 1, 1000000);
   r.get_int("max_connections_per_ip", limits.max_connections_per_ip, 1, 1000000);
+  r.get_int("max_tls_handshakes", limits.max_tls_handshakes, 1, 100000);
   r.finish();
 }
 

@@ -127,6 +127,7 @@ struct limits_config {
   int max_errors = 10;                 ///< bad commands before we hang up
   std::size_t max_connections = 1000;        ///< open client connections, all listeners and threads
   std::size_t max_connections_per_ip = 20;   ///< per IPv4 address or IPv6 /64
+  std::size_t max_tls_handshakes = 64;       ///< in progress at once, per thread; more wait their turn
 };
 
 struct timeouts_config {

@@ -224,6 +224,12 @@ metrics::metrics()
                                 "connecting, greeting and saying EHLO")
                           .Register(*registry_)
                           .Add({})),
+      tls_handshakes_queued_(BuildCounter()
+                                 .Name("smtpguard_tls_handshakes_queued_total")
+                                 .Help("TLS handshakes that waited for a slot: their thread already had "
+                                       "limits.max_tls_handshakes in progress")
+                                 .Register(*registry_)
+                                 .Add({})),
       certificate_not_after_(BuildGauge()
                                  .Name("smtpguard_certificate_not_after_timestamp_seconds")
                                  .Help("Unix time a certificate expires: each served certificate and each "

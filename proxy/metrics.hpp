@@ -73,6 +73,8 @@ class metrics {
   void backend_connected(double seconds);
   /// A session took a kept backend connection instead of opening one.
   void backend_reused() { backend_reused_.Increment(); }
+  /// A TLS handshake waited for one of its thread's slots.
+  void tls_handshake_queued() { tls_handshakes_queued_.Increment(); }
   /// One reply read from the backend, by its first digit.
   void backend_reply(char first_digit);
   /// Replaces the certificate expiry gauges.
@@ -109,6 +111,7 @@ class metrics {
   prometheus::Histogram& session_duration_;
   prometheus::Histogram& backend_connect_;
   prometheus::Counter& backend_reused_;
+  prometheus::Counter& tls_handshakes_queued_;
   prometheus::Family<prometheus::Gauge>& certificate_not_after_;
   static constexpr std::size_t reply_commands = 12;  ///< greeting, ehlo, ..., other
   static constexpr std::size_t reply_classes = 5;    ///< 2xx, 3xx, 4xx, 5xx, other

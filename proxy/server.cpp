@@ -157,6 +157,10 @@ int run_server(std::shared_ptr<const config> settings) {
   };
 
   const auto thread_count = static_cast<std::size_t>(settings->threads);
+  // Before the contexts, so destroyed after them: a session frame destroyed
+  // with its context may still be in a slot's line.
+  std::vector<std::unique_ptr<session::handshake_slots>> tls_slots;
+  for (std::size_t i = 0; i < thread_count; ++i) tls_slots.push_back(std::make_unique<session::handshake_slots>());
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   for (std::size_t i = 0; i < thread_count; ++i) contexts.push_back(std::make_unique<asio::io_context>(1));
   auto& main_context = *contexts.front();
@@ -215,14 +219,16 @@ int run_server(std::shared_ptr<const config> settings) {
   for (std::size_t i = 0; i < contexts.size(); ++i) {
     auto executor = contexts[i]->get_executor();
     session::backend_pool* pool = pools[i].get();
+    session::handshake_slots* handshakes = tls_slots[i].get();
     asio::co_spawn(executor, pool->run(), asio::detached);
     for (const auto& listener : settings->listeners) {
       auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
       asio::co_spawn(executor,
                      net::accept_loop(acceptor,
-                                      [&listener, &live, executor, pool](net::tcp::socket socket) {
+                                      [&listener, &live, executor, pool, handshakes](net::tcp::socket socket) {
                                         session::runtime rt = live.get();
                                         rt.pool = pool;
+                                        rt.handshakes = handshakes;
                                         asio::co_spawn(executor,
                                                        session::run_client_session(std::move(socket),
                                                                                    listener, std::move(rt)),

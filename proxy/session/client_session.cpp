@@ -241,9 +241,9 @@ class client_session final : public net::reply_observer {
 
   // --- TLS -----------------------------------------------------------------
 
-  net::awaitable<bool> handshake(tls_stream& stream) {
+  net::awaitable<bool> handshake(tls_stream& stream, net::duration limit) {
     tls::request_client_certificate(stream.native_handle(), client_certificates_);
-    auto done = co_await net::with_timeout(stream.handshake(), settings_.timeouts.tls_handshake);
+    auto done = co_await net::with_timeout(stream.handshake(), limit);
     if (!done || *done) {
       // A refused client certificate is the likeliest cause worth naming.
       std::string reason = tls::verification_failure(stream.native_handle());
@@ -282,12 +282,39 @@ class client_session final : public net::reply_observer {
     co_return true;
   }
 
+  /// One of the thread's handshake slots (see handshake_slots.hpp), or an
+  /// empty one when `deadline` passed first. When they are all taken, a
+  /// client that has not sent its hello yet does not queue for one.
+  net::awaitable<handshake_slots::slot> handshake_slot(net::tcp::socket& socket, steady_clock::time_point deadline) {
+    if (rt_.handshakes == nullptr) co_return handshake_slots::slot();
+    const std::size_t limit = settings_.limits.max_tls_handshakes;
+    if (!rt_.handshakes->available(limit)) {
+      const auto spoke = co_await net::with_timeout(socket.async_wait(net::tcp::socket::wait_read, net::as_result),
+                                                    deadline - steady_clock::now());
+      if (!spoke || std::get<0>(*spoke)) co_return handshake_slots::slot();
+    }
+    bool waited = false;
+    auto slot = co_await rt_.handshakes->acquire(limit, deadline, waited);
+    if (waited) rt_.stats->tls_handshake_queued();
+    co_return slot;
+  }
+
   // The TLS stream lives in this frame only: the session's own frame holds
   // no second copy of it for the other way of starting TLS.
   net::awaitable<void> serve_tls(net::tcp::socket& socket) {
+    const auto deadline = steady_clock::now() + settings_.timeouts.tls_handshake;
+    // Taken before the stream exists: a waiting session holds no TLS state.
+    auto slot = co_await handshake_slot(socket, deadline);
+    if (!slot && rt_.handshakes != nullptr) {
+      rt_.stats->tls_handshake(listener_.name, "", "", "timeout");
+      log::event("tls_failed").add("session", id_).add("client", peer_ip_).add("reason", "timeout waiting for a handshake slot");
+      ended_ = outcome::closed;
+      co_return;
+    }
     tls_stream stream(std::move(socket), rt_.tls->native_handle());
     socket_ = &stream.socket();
-    const bool secured = co_await handshake(stream);
+    const bool secured = co_await handshake(stream, deadline - steady_clock::now());
+    slot.release();
     if (!secured) {
       ended_ = outcome::closed;
       co_return;

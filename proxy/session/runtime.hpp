@@ -10,6 +10,7 @@
 #include "session/backend_monitor.hpp"
 #include "session/backend_pool.hpp"
 #include "session/credential_verifier.hpp"
+#include "session/handshake_slots.hpp"
 #include "session/session_registry.hpp"
 
 namespace smtpguard::session {
@@ -23,6 +24,7 @@ struct runtime {
   backend_monitor* backend = nullptr;
   session_registry* sessions = nullptr;
   backend_pool* pool = nullptr;  ///< the session's thread's kept backend connections; null: none kept
+  handshake_slots* handshakes = nullptr;  ///< the session's thread's TLS handshake slots; null: no cap
 };
 
 }  // namespace smtpguard::session

@@ -137,6 +137,7 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_EQ(c.backend.reuse_max_idle, 64u);
   EXPECT_EQ(c.limits.max_recipients, 100);
   EXPECT_EQ(c.limits.max_command_line, 512u);
+  EXPECT_EQ(c.limits.max_tls_handshakes, 64u);
   EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
   EXPECT_EQ(c.timeouts.backend_program_exit, std::chrono::seconds(30));
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::reject);
@@ -159,6 +160,7 @@ TEST_F(core_config, explicit_values) {
       set("/backend/reuse_lifetime", 60),
       set("/backend/reuse_max_idle", 4),
       set("/limits/max_recipients", 5),
+      set("/limits/max_tls_handshakes", 8),
       set("/timeouts/data_end", 600),
       set("/smtp/bare_line_endings", "normalize"),
       set("/metrics/address", "[::1]:9465"),
@@ -178,6 +180,7 @@ TEST_F(core_config, explicit_values) {
   EXPECT_EQ(c.backend.reuse_lifetime, std::chrono::seconds(60));
   EXPECT_EQ(c.backend.reuse_max_idle, 4u);
   EXPECT_EQ(c.limits.max_recipients, 5);
+  EXPECT_EQ(c.limits.max_tls_handshakes, 8u);
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::normalize);
   ASSERT_TRUE(c.metrics.address.has_value());
   EXPECT_EQ(c.metrics.address->host, "::1");
@@ -307,6 +310,7 @@ TEST_F(core_config, invalid_values) {
       {{set("/backend/reuse_idle", 301)}, "backend.reuse_idle"},
       {{set("/backend/reuse_lifetime", 0)}, "backend.reuse_lifetime"},
       {{set("/backend/reuse_max_idle", 0)}, "backend.reuse_max_idle"},
+      {{set("/limits/max_tls_handshakes", 0)}, "limits.max_tls_handshakes"},
       {{set("/backend/address", json::array())}, "backend.address"},
       {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
       {{set("/backend/address", json::array({"127.0.0.1:25", 25}))}, "backend.address[1]"},
