@@ -149,6 +149,14 @@ metrics::metrics()
                          .Name("smtpguard_auth_attempts_total")
                          .Help("SMTP AUTH attempts, by mechanism and result")
                          .Register(*registry_)),
+      password_checks_(BuildCounter()
+                           .Name("smtpguard_auth_password_checks_total")
+                           .Help("PLAIN and LOGIN password checks, by how they were answered: the slow hash, "
+                                 "the credential cache, or a check of the same credentials already under way")
+                           .Register(*registry_)),
+      password_checks_hash_(password_checks_.Add({{"by", "hash"}})),
+      password_checks_cache_(password_checks_.Add({{"by", "cache"}})),
+      password_checks_shared_(password_checks_.Add({{"by", "shared"}})),
       messages_(BuildCounter()
                     .Name("smtpguard_messages_total")
                     .Help("Messages received from clients, by result")
@@ -286,6 +294,15 @@ void metrics::connection_rejected(std::string_view reason) {
 }
 
 void metrics::proxy_header(std::string_view result) { proxy_headers_.Add({{"result", label(result)}}).Increment(); }
+
+void metrics::password_check(std::string_view by) {
+  if (by == "hash")
+    password_checks_hash_.Increment();
+  else if (by == "cache")
+    password_checks_cache_.Increment();
+  else
+    password_checks_shared_.Increment();
+}
 
 void metrics::auth_lockout(std::string_view scope) { auth_lockouts_.Add({{"scope", label(scope)}}).Increment(); }
 

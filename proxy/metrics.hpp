@@ -61,6 +61,10 @@ class metrics {
   void client_certificate(std::string_view result);
   /// result: "success", "failure", "cancelled", "malformed".
   void auth_attempt(std::string_view mechanism, std::string_view result);
+  /// How a PLAIN/LOGIN password was checked: "hash" (the slow hash ran),
+  /// "cache" (a recent success), "shared" (the same credentials' check
+  /// already under way answered this one too).
+  void password_check(std::string_view by);
   /// One reply smtpguard sent to a client, by the command it answered
   /// ("greeting", "ehlo", "mail", ..., "other") and its first digit.
   void reply(std::string_view command, char first_digit);
@@ -95,6 +99,10 @@ class metrics {
   prometheus::Family<prometheus::Counter>& auth_lockouts_;
   prometheus::Family<prometheus::Counter>& tls_handshakes_;
   prometheus::Family<prometheus::Counter>& auth_attempts_;
+  prometheus::Family<prometheus::Counter>& password_checks_;
+  prometheus::Counter& password_checks_hash_;
+  prometheus::Counter& password_checks_cache_;
+  prometheus::Counter& password_checks_shared_;
   prometheus::Family<prometheus::Counter>& messages_;
   prometheus::Family<prometheus::Counter>& message_bytes_;
   prometheus::Family<prometheus::Counter>& recipients_;

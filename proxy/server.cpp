@@ -90,7 +90,8 @@ int run_server(std::shared_ptr<const config> settings) {
 
   metrics stats;
   session::session_registry sessions;
-  session::credential_verifier verifier(settings->auth.verifier_threads, settings->auth.credential_cache_ttl);
+  session::credential_verifier verifier(settings->auth.verifier_threads, settings->auth.credential_cache_ttl,
+                                        &stats);
   session::backend_monitor backend(settings, stats);
   // The certificates' dates as last loaded: the expiry gauges and /readyz.
   std::mutex dates_mutex;

@@ -16,7 +16,8 @@ credential_cache::credential_cache(std::chrono::seconds ttl, std::size_t max_ent
 void credential_cache::set_ttl(std::chrono::seconds ttl) { ttl_.store(ttl.count()); }
 
 // The lengths are part of the MAC input, so ("ab", "c") and ("a", "bc") differ.
-std::string credential_cache::tag(std::uint64_t generation, std::string_view user, std::string_view password) const {
+std::string credential_cache::key(std::uint64_t generation, std::string_view user,
+                                  std::string_view password) const {
   bssl::ScopedHMAC_CTX ctx;
   std::uint8_t out[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
@@ -33,11 +34,8 @@ std::string credential_cache::tag(std::uint64_t generation, std::string_view use
   return std::string(reinterpret_cast<const char*>(out), length);
 }
 
-bool credential_cache::verified(std::uint64_t generation, std::string_view user, std::string_view password,
-                                clock::time_point now) {
-  if (ttl_.load() <= 0) return false;
-  const std::string key = tag(generation, user, password);
-  if (key.empty()) return false;
+bool credential_cache::verified(const std::string& key, clock::time_point now) {
+  if (ttl_.load() <= 0 || key.empty()) return false;
   std::lock_guard lock(mutex_);
   const auto it = expiry_.find(key);
   if (it == expiry_.end()) return false;
@@ -46,12 +44,9 @@ bool credential_cache::verified(std::uint64_t generation, std::string_view user,
   return false;
 }
 
-void credential_cache::remember(std::uint64_t generation, std::string_view user, std::string_view password,
-                                clock::time_point now) {
+void credential_cache::remember(std::string key, clock::time_point now) {
   const std::chrono::seconds ttl(ttl_.load());
-  if (ttl.count() <= 0) return;
-  std::string key = tag(generation, user, password);
-  if (key.empty()) return;
+  if (ttl.count() <= 0 || key.empty()) return;
   std::lock_guard lock(mutex_);
   if (expiry_.size() >= max_entries_) {
     std::erase_if(expiry_, [now](const auto& entry) { return entry.second <= now; });

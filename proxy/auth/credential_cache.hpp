@@ -21,17 +21,27 @@ class credential_cache {
   /// ttl 0 disables the cache.
   explicit credential_cache(std::chrono::seconds ttl, std::size_t max_entries = 10000);
 
-  /// True if these exact credentials were verified against users-file
-  /// `generation` less than ttl ago.
-  bool verified(std::uint64_t generation, std::string_view user, std::string_view password, clock::time_point now);
-  void remember(std::uint64_t generation, std::string_view user, std::string_view password, clock::time_point now);
+  /// The MAC naming these credentials against users-file `generation`
+  /// (empty if it cannot be computed): what the cache stores, and what
+  /// tells two checks of the same credentials apart from any others.
+  std::string key(std::uint64_t generation, std::string_view user, std::string_view password) const;
+  /// True if the credentials named by `key` were verified less than ttl ago.
+  bool verified(const std::string& key, clock::time_point now);
+  void remember(std::string key, clock::time_point now);
+
+  bool verified(std::uint64_t generation, std::string_view user, std::string_view password,
+                clock::time_point now) {
+    return verified(key(generation, user, password), now);
+  }
+  void remember(std::uint64_t generation, std::string_view user, std::string_view password,
+                clock::time_point now) {
+    remember(key(generation, user, password), now);
+  }
 
   /// A reloaded configuration's ttl; entries already made keep their expiry.
   void set_ttl(std::chrono::seconds ttl);
 
  private:
-  std::string tag(std::uint64_t generation, std::string_view user, std::string_view password) const;
-
   std::atomic<std::chrono::seconds::rep> ttl_;
   std::size_t max_entries_;
   std::array<std::uint8_t, 32> key_{};

@@ -1,6 +1,11 @@
 #include "session/credential_verifier.hpp"
 
+#include <string>
+#include <unordered_map>
 #include <variant>
+#include <vector>
+
+#include "metrics.hpp"
 
 namespace smtpguard::session {
 namespace {
@@ -19,33 +24,117 @@ bool check(const auth::user_db& users, const sasl::proof& proof) {
   return false;  // EXTERNAL carries no secret; the session checks the certificate itself
 }
 
+/// A check under way, and the sessions of the same thread waiting for its
+/// answer. Each waiter's timer lives in its own coroutine frame and never
+/// expires: cancelling it is the wake-up.
+struct flight {
+  bool done = false;
+  bool valid = false;
+  std::vector<asio::steady_timer*> waiters;
+};
+
+// Per I/O thread, so no lock: sessions only ever join checks of their own
+// thread, and a check's answer comes back on the thread that asked.
+std::unordered_map<std::string, std::shared_ptr<flight>>& flights() {
+  thread_local std::unordered_map<std::string, std::shared_ptr<flight>> in_progress;
+  return in_progress;
+}
+
+/// Takes a waiter off its flight if its frame goes before the answer does.
+struct waiting {
+  std::shared_ptr<flight> on;
+  asio::steady_timer* timer;
+  ~waiting() {
+    if (on->done) return;
+    std::erase(on->waiters, timer);
+  }
+};
+
+/// Ends a flight however its check ends: later sessions with the same
+/// credentials start a check of their own (or find the cache), and those
+/// waiting get the answer. A frame destroyed while suspended (the thread's
+/// io_context going away) wakes no one: its waiters go with it.
+struct leading {
+  std::string key;
+  std::shared_ptr<flight> of;
+  bool answered = false;  ///< the check returned or threw
+  bool valid = false;
+  ~leading() {
+    auto& all = flights();
+    if (const auto it = all.find(key); it != all.end() && it->second == of) all.erase(it);
+    of->valid = valid;
+    of->done = true;
+    if (answered)
+      for (auto* timer : of->waiters) timer->cancel();
+  }
+};
+
 }  // namespace
 
-credential_verifier::credential_verifier(int threads, std::chrono::seconds cache_ttl)
-    : pool_(static_cast<std::size_t>(threads)), cache_(cache_ttl) {}
+credential_verifier::credential_verifier(int threads, std::chrono::seconds cache_ttl, metrics* stats)
+    : pool_(static_cast<std::size_t>(threads)), cache_(cache_ttl), stats_(stats) {}
 
 credential_verifier::~credential_verifier() {
   pool_.stop();
   pool_.join();
 }
 
-net::awaitable<bool> credential_verifier::verify(std::shared_ptr<const auth::user_db> users,
-                                                 sasl::proof proof) {
-  if (!std::holds_alternative<sasl::password_proof>(proof)) co_return check(*users, proof);  // cheap
-  const auto& password = std::get<sasl::password_proof>(proof);
-  const bool cacheable = password.authzid.empty();
-  const std::uint64_t generation = users->generation();
-  const std::string user = password.user;
-  const std::string secret = password.password;
-  if (cacheable && cache_.verified(generation, user, secret, auth::credential_cache::clock::now())) co_return true;
+net::awaitable<bool> credential_verifier::hash_on_pool(std::shared_ptr<const auth::user_db> users,
+                                                       sasl::proof proof) {
+  if (stats_) stats_->password_check("hash");
   // The lambda is built outside the co_await expression: GCC 12 frees
   // captures of a lambda created inside one twice.
   auto check_on_pool = [users = std::move(users), proof = std::move(proof)]() -> net::awaitable<bool> {
     co_return check(*users, proof);
   };
-  const bool valid = co_await asio::co_spawn(pool_.get_executor(), std::move(check_on_pool), asio::use_awaitable);
-  if (valid && cacheable) cache_.remember(generation, user, secret, auth::credential_cache::clock::now());
+  const bool valid =
+      co_await asio::co_spawn(pool_.get_executor(), std::move(check_on_pool), asio::use_awaitable);
   co_return valid;
+}
+
+net::awaitable<bool> credential_verifier::verify(std::shared_ptr<const auth::user_db> users,
+                                                 sasl::proof proof) {
+  if (!std::holds_alternative<sasl::password_proof>(proof)) co_return check(*users, proof);  // cheap
+  const auto& password = std::get<sasl::password_proof>(proof);
+  if (!password.authzid.empty()) {
+    const bool refused = co_await hash_on_pool(std::move(users), std::move(proof));
+    co_return refused;
+  }
+  std::string key = cache_.key(users->generation(), password.user, password.password);
+  if (key.empty()) {
+    const bool valid = co_await hash_on_pool(std::move(users), std::move(proof));
+    co_return valid;
+  }
+  if (cache_.verified(key, auth::credential_cache::clock::now())) {
+    if (stats_) stats_->password_check("cache");
+    co_return true;
+  }
+
+  if (const auto it = flights().find(key); it != flights().end()) {
+    if (stats_) stats_->password_check("shared");
+    const auto executor = co_await asio::this_coro::executor;
+    asio::steady_timer wake(executor, asio::steady_timer::time_point::max());
+    const waiting waiter{it->second, &wake};
+    waiter.on->waiters.push_back(&wake);
+    co_await wake.async_wait(net::as_result);
+    // Not done: this session's wait was cancelled from outside, so no answer.
+    const bool valid = waiter.on->done && waiter.on->valid;
+    co_return valid;
+  }
+
+  leading leader{key, std::make_shared<flight>()};
+  flights().emplace(key, leader.of);
+  try {
+    leader.valid = co_await hash_on_pool(std::move(users), std::move(proof));
+  } catch (...) {
+    leader.answered = true;
+    throw;
+  }
+  leader.answered = true;
+  // Remembered before the flight ends, so a session arriving in between
+  // finds one or the other and never starts a second hash.
+  if (leader.valid) cache_.remember(std::move(key), auth::credential_cache::clock::now());
+  co_return leader.valid;
 }
 
 }  // namespace smtpguard::session

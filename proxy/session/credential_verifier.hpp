@@ -2,6 +2,11 @@
 // Password hashes (yescrypt, bcrypt) are slow on purpose; checking them on an
 // I/O thread would stall every session sharing it. They run on a small pool
 // and the session coroutine resumes on its own executor afterwards.
+//
+// A check is made once for credentials that several sessions of one thread
+// present at the same time: the others wait for its answer. Without this, a
+// client opening many sessions at once (or the moment its cached check
+// expires) would queue one slow hash per session.
 #include <asio/thread_pool.hpp>
 #include <memory>
 
@@ -10,12 +15,17 @@
 #include "net/asio_fwd.hpp"
 #include "sasl/exchange.hpp"
 
+namespace smtpguard {
+class metrics;
+}
+
 namespace smtpguard::session {
 
 class credential_verifier {
  public:
   /// `cache_ttl`: how long a successful PLAIN/LOGIN check is remembered (0: never).
-  credential_verifier(int threads, std::chrono::seconds cache_ttl);
+  /// `stats` (may be null) counts how each password check was answered.
+  credential_verifier(int threads, std::chrono::seconds cache_ttl, metrics* stats = nullptr);
   ~credential_verifier();
 
   /// True when the proof matches the user's stored secret.
@@ -23,8 +33,11 @@ class credential_verifier {
   void set_cache_ttl(std::chrono::seconds ttl) { cache_.set_ttl(ttl); }
 
  private:
+  net::awaitable<bool> hash_on_pool(std::shared_ptr<const auth::user_db> users, sasl::proof proof);
+
   asio::thread_pool pool_;
   auth::credential_cache cache_;
+  metrics* stats_;
 };
 
 }  // namespace smtpguard::session

@@ -1,11 +1,13 @@
 """A successful PLAIN/LOGIN check is remembered for auth.credential_cache_ttl,
 so a client sending one message per session pays the slow hash once; a
-reload of the users file forgets everything, and wrong passwords always
-cost a full hash."""
+reload of the users file forgets everything, and wrong passwords are never
+remembered. Sessions presenting the same credentials at the same time share
+one check."""
 
 import json
 import shutil
 import signal
+import threading
 import time
 
 from harness import ALICE, metric_value, plain_response, run_passwd, wait_until
@@ -59,3 +61,56 @@ def test_reload_forgets_cached_credentials(smtpguard_factory, binary, users_file
                                             result="success") or 0) > before, timeout=10)
     assert auth_ms(guard, *ALICE)[0] == 535, "the old password still works from the cache after a reload"
     assert auth_ms(guard, "alice", "new password")[0] == 235
+
+
+def concurrent_auth(guard, user, password, sessions):
+    """`sessions` connections send the same AUTH PLAIN at once; their codes."""
+    wires = [guard.wire_implicit() for _ in range(sessions)]
+    start = threading.Barrier(sessions)
+    codes = [None] * sessions
+
+    def login(i):
+        start.wait()
+        codes[i] = wires[i].cmd(f"AUTH PLAIN {plain_response(user, password)}").code
+
+    threads = [threading.Thread(target=login, args=(i,)) for i in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for w in wires:
+        w.quit()
+    return codes
+
+
+def password_checks(guard):
+    samples = guard.metrics()
+    return {by: metric_value(samples, "smtpguard_auth_password_checks_total", by=by) or 0
+            for by in ("hash", "cache", "shared")}
+
+
+def test_simultaneous_logins_with_the_same_credentials_share_one_hash(smtpguard_factory):
+    # Without sharing, every session that arrives before the first hash is
+    # done (or the moment a cached success expires) runs its own.
+    guard = smtpguard_factory(config={"threads": 1, "auth": {**NO_DELAY, "credential_cache_ttl": 60}})
+    codes = concurrent_auth(guard, *ALICE, sessions=12)
+    assert codes == [235] * 12, codes
+    checks = password_checks(guard)
+    assert checks["hash"] == 1, checks
+    assert checks["shared"] >= 1 and checks["hash"] + checks["cache"] + checks["shared"] == 12, checks
+    # Later logins come from the cache.
+    assert auth_ms(guard, *ALICE)[0] == 235
+    assert password_checks(guard) == {**checks, "cache": checks["cache"] + 1}
+
+
+def test_simultaneous_identical_wrong_guesses_share_hashes_and_cache_nothing(smtpguard_factory):
+    guard = smtpguard_factory(config={"threads": 1, "auth": {**NO_DELAY, "credential_cache_ttl": 60}})
+    codes = concurrent_auth(guard, ALICE[0], "wrong", sessions=8)
+    assert codes == [535] * 8, codes
+    checks = password_checks(guard)
+    assert checks["cache"] == 0 and checks["shared"] >= 1, checks
+    assert checks["hash"] + checks["shared"] == 8, checks
+    # A failure is never remembered: the same wrong guess later costs a hash again.
+    assert auth_ms(guard, ALICE[0], "wrong")[0] == 535
+    assert password_checks(guard)["hash"] == checks["hash"] + 1
+    assert auth_ms(guard, *ALICE)[0] == 235

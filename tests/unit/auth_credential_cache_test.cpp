@@ -32,6 +32,20 @@ TEST(auth_credential_cache, anything_else_is_a_miss) {
   EXPECT_FALSE(cache.verified(1, "a", "bc", now));
 }
 
+TEST(auth_credential_cache, a_key_names_exact_credentials_in_one_cache) {
+  credential_cache cache(60s);
+  const auto now = clock::now();
+  const std::string key = cache.key(1, "alice", "pw");
+  ASSERT_FALSE(key.empty());
+  EXPECT_EQ(cache.key(1, "alice", "pw"), key);
+  EXPECT_NE(cache.key(2, "alice", "pw"), key);
+  EXPECT_NE(cache.key(1, "alice", "pW"), key);
+  EXPECT_NE(credential_cache(60s).key(1, "alice", "pw"), key);  // each cache has its own MAC key
+  cache.remember(key, now);
+  EXPECT_TRUE(cache.verified(1, "alice", "pw", now));
+  EXPECT_FALSE(cache.verified(std::string(), now));
+}
+
 TEST(auth_credential_cache, zero_ttl_disables_it) {
   credential_cache cache(0s);
   const auto now = clock::now();
