@@ -69,6 +69,19 @@ struct leading {
   }
 };
 
+net::awaitable<bool> answer(bool valid) { co_return valid; }
+
+net::awaitable<bool> join(std::shared_ptr<flight> on) {
+  const auto executor = co_await asio::this_coro::executor;
+  asio::steady_timer wake(executor, asio::steady_timer::time_point::max());
+  const waiting waiter{std::move(on), &wake};
+  waiter.on->waiters.push_back(&wake);
+  co_await wake.async_wait(net::as_result);
+  // Not done: this session's wait was cancelled from outside, so no answer.
+  const bool valid = waiter.on->done && waiter.on->valid;
+  co_return valid;
+}
+
 }  // namespace
 
 credential_verifier::credential_verifier(int threads, std::chrono::seconds cache_ttl, metrics* stats)
@@ -92,36 +105,32 @@ net::awaitable<bool> credential_verifier::hash_on_pool(std::shared_ptr<const aut
   co_return valid;
 }
 
+// verify() itself is not a coroutine: a coroutine's frame is sized for all
+// of its paths, and Asio recycles frames per thread, so a large one freed
+// here would be reused for some idle session's long-lived frame. Each path
+// gets a coroutine no larger than it needs.
 net::awaitable<bool> credential_verifier::verify(std::shared_ptr<const auth::user_db> users,
                                                  sasl::proof proof) {
-  if (!std::holds_alternative<sasl::password_proof>(proof)) co_return check(*users, proof);  // cheap
-  const auto& password = std::get<sasl::password_proof>(proof);
-  if (!password.authzid.empty()) {
-    const bool refused = co_await hash_on_pool(std::move(users), std::move(proof));
-    co_return refused;
-  }
-  std::string key = cache_.key(users->generation(), password.user, password.password);
-  if (key.empty()) {
-    const bool valid = co_await hash_on_pool(std::move(users), std::move(proof));
-    co_return valid;
-  }
+  const auto* password = std::get_if<sasl::password_proof>(&proof);
+  if (!password) return answer(check(*users, proof));  // cheap
+  if (!password->authzid.empty()) return hash_on_pool(std::move(users), std::move(proof));
+  std::string key = cache_.key(users->generation(), password->user, password->password);
+  if (key.empty()) return hash_on_pool(std::move(users), std::move(proof));
   if (cache_.verified(key, auth::credential_cache::clock::now())) {
     if (stats_) stats_->password_check("cache");
-    co_return true;
+    return answer(true);
   }
-
   if (const auto it = flights().find(key); it != flights().end()) {
     if (stats_) stats_->password_check("shared");
-    const auto executor = co_await asio::this_coro::executor;
-    asio::steady_timer wake(executor, asio::steady_timer::time_point::max());
-    const waiting waiter{it->second, &wake};
-    waiter.on->waiters.push_back(&wake);
-    co_await wake.async_wait(net::as_result);
-    // Not done: this session's wait was cancelled from outside, so no answer.
-    const bool valid = waiter.on->done && waiter.on->valid;
-    co_return valid;
+    return join(it->second);
   }
+  return lead(std::move(key), std::move(users), std::move(proof));
+}
 
+net::awaitable<bool> credential_verifier::lead(std::string key, std::shared_ptr<const auth::user_db> users,
+                                               sasl::proof proof) {
+  // Registered as soon as this runs, which is at once: the caller awaits
+  // verify()'s result in the same statement.
   leading leader{key, std::make_shared<flight>()};
   flights().emplace(key, leader.of);
   try {

@@ -9,6 +9,7 @@
 // expires) would queue one slow hash per session.
 #include <asio/thread_pool.hpp>
 #include <memory>
+#include <string>
 
 #include "auth/credential_cache.hpp"
 #include "auth/user_db.hpp"
@@ -34,6 +35,8 @@ class credential_verifier {
 
  private:
   net::awaitable<bool> hash_on_pool(std::shared_ptr<const auth::user_db> users, sasl::proof proof);
+  /// Hashes for every session of this thread presenting the same credentials meanwhile.
+  net::awaitable<bool> lead(std::string key, std::shared_ptr<const auth::user_db> users, sasl::proof proof);
 
   asio::thread_pool pool_;
   auth::credential_cache cache_;
