@@ -29,15 +29,6 @@ class credential_cache {
   bool verified(const std::string& key, clock::time_point now);
   void remember(std::string key, clock::time_point now);
 
-  bool verified(std::uint64_t generation, std::string_view user, std::string_view password,
-                clock::time_point now) {
-    return verified(key(generation, user, password), now);
-  }
-  void remember(std::uint64_t generation, std::string_view user, std::string_view password,
-                clock::time_point now) {
-    remember(key(generation, user, password), now);
-  }
-
   /// A reloaded configuration's ttl; entries already made keep their expiry.
   void set_ttl(std::chrono::seconds ttl);
 
