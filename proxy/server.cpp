@@ -265,6 +265,7 @@ int run_server(std::shared_ptr<const config> settings) {
   main_context.run();
   for (auto& context : contexts) context->stop();
   for (auto& t : threads) t.join();
+  verifier.shutdown();
   stats.stop_exposing();
   log::event("stopped");
   return 0;

@@ -85,11 +85,15 @@ net::awaitable<bool> join(std::shared_ptr<flight> on) {
 }  // namespace
 
 credential_verifier::credential_verifier(int threads, std::chrono::seconds cache_ttl, metrics* stats)
-    : pool_(static_cast<std::size_t>(threads)), cache_(cache_ttl), stats_(stats) {}
+    : pool_(std::in_place, static_cast<std::size_t>(threads)), cache_(cache_ttl), stats_(stats) {}
 
-credential_verifier::~credential_verifier() {
-  pool_.stop();
-  pool_.join();
+credential_verifier::~credential_verifier() { shutdown(); }
+
+void credential_verifier::shutdown() {
+  if (!pool_) return;
+  pool_->stop();
+  pool_->join();
+  pool_.reset();
 }
 
 net::awaitable<bool> credential_verifier::hash_on_pool(std::shared_ptr<const auth::user_db> users,
@@ -101,7 +105,7 @@ net::awaitable<bool> credential_verifier::hash_on_pool(std::shared_ptr<const aut
     co_return check(*users, proof);
   };
   const bool valid =
-      co_await asio::co_spawn(pool_.get_executor(), std::move(check_on_pool), asio::use_awaitable);
+      co_await asio::co_spawn(pool_->get_executor(), std::move(check_on_pool), asio::use_awaitable);
   co_return valid;
 }
 

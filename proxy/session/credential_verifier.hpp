@@ -9,6 +9,7 @@
 // expires) would queue one slow hash per session.
 #include <asio/thread_pool.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "auth/credential_cache.hpp"
@@ -32,13 +33,17 @@ class credential_verifier {
   /// True when the proof matches the user's stored secret.
   net::awaitable<bool> verify(std::shared_ptr<const auth::user_db> users, sasl::proof proof);
   void set_cache_ttl(std::chrono::seconds ttl) { cache_.set_ttl(ttl); }
+  /// Lets a check under way finish and drops those not started. Called while
+  /// the I/O contexts still exist: a check's answer is posted to one, and a
+  /// dropped check takes a session frame with it.
+  void shutdown();
 
  private:
   net::awaitable<bool> hash_on_pool(std::shared_ptr<const auth::user_db> users, sasl::proof proof);
   /// Hashes for every session of this thread presenting the same credentials meanwhile.
   net::awaitable<bool> lead(std::string key, std::shared_ptr<const auth::user_db> users, sasl::proof proof);
 
-  asio::thread_pool pool_;
+  std::optional<asio::thread_pool> pool_;
   auth::credential_cache cache_;
   metrics* stats_;
 };

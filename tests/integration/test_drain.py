@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import HOST, ConnectionClosed, read_text, wait_until
+from harness import ALICE, HOST, ConnectionClosed, metric_value, plain_response, read_text, wait_until
 
 BODY = b"Subject: drain\r\n\r\n" + b"line of the message being sent during shutdown\r\n" * 200
 
@@ -103,3 +103,33 @@ def test_second_signal_stops_at_once(smtpguard_factory):
     guard.proc.send_signal(signal.SIGTERM)
     assert exited(guard, 5), "a second SIGTERM did not stop smtpguard"
     w.close()
+
+
+def test_stopping_with_password_checks_under_way(smtpguard_factory):
+    # One verifier thread and distinct wrong guesses: when the process stops,
+    # one hash is running and the rest are queued. The running one answers
+    # into an I/O context that has stopped, the queued ones are dropped with
+    # their sessions; neither may touch a context already gone.
+    guard = smtpguard_factory(config={
+        "threads": 1,
+        "timeouts": {"drain": 60},
+        "auth": {"verifier_threads": 1, "credential_cache_ttl": 0, "failure_delay_ms": 0,
+                 "max_failures": 100, "lockout": {"ip_failures": 0, "user_failures": 0}},
+    })
+    sessions = [guard.wire_implicit() for _ in range(16)]
+    for i, w in enumerate(sessions):
+        w.send(f"AUTH PLAIN {plain_response(ALICE[0], f'wrong-{i}')}\r\n".encode())
+
+    def hashes():
+        return metric_value(guard.metrics(), "smtpguard_auth_password_checks_total", by="hash") or 0
+
+    assert wait_until(lambda: hashes() == 16, timeout=10), f"{hashes()} checks started"
+    guard.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    guard.proc.send_signal(signal.SIGTERM)
+    assert exited(guard, 10), "smtpguard did not stop with password checks under way"
+    assert guard.proc.returncode == 0, f"exit status {guard.proc.returncode}"
+    log = read_text(guard.stderr_path)
+    assert "event=stopped" in log, log
+    for w in sessions:
+        w.close()
