@@ -16,6 +16,7 @@
 #include <asio/strand.hpp>
 
 #include "client_session.hpp"
+#include "crypto_floor.hpp"
 #include "options.hpp"
 #include "stats.hpp"
 
@@ -140,6 +141,10 @@ int main(int argc, char** argv) {
     return exit_code;
   }
   try {
+    if (opts->crypto_s > 0) {
+      std::cout << smtpguard::bench::crypto_floor_json(opts->crypto_s) << std::endl;
+      return 0;
+    }
     return smtpguard::bench::run(*opts);
   } catch (const std::exception& e) {
     std::cerr << "smtpguard-bench: " << e.what() << "\n";

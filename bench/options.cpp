@@ -10,6 +10,7 @@ namespace {
 
 constexpr std::string_view usage_text =
     "usage: smtpguard-bench --port PORT [options]\n"
+    "       smtpguard-bench --crypto S   time the TLS library's per-handshake crypto for S seconds\n"
     "  --host ADDR               server address (default 127.0.0.1)\n"
     "  --port PORT               server port (required)\n"
     "  --mode smtps|starttls|plain   (default starttls)\n"
@@ -133,11 +134,15 @@ std::optional<options> parse_options(int argc, char** argv, std::string& message
       else if (opt == "--to") o.to = value;
       else if (opt == "--server-name") o.server_name = value;
       else if (opt == "--ca") o.ca_file = value;
-      else if (opt == "--timeout") {
+      else if (opt == "--crypto") {
+        o.crypto_s = parse_seconds(opt, value);
+        if (o.crypto_s == 0) throw std::invalid_argument("--crypto: must be > 0");
+      } else if (opt == "--timeout") {
         o.timeout_s = parse_seconds(opt, value);
         if (o.timeout_s == 0) throw std::invalid_argument("--timeout: must be > 0");
       } else throw std::invalid_argument("unknown option \"" + std::string(opt) + "\"");
     }
+    if (o.crypto_s > 0) return o;
     if (o.port == 0) throw std::invalid_argument("--port is required");
     if (o.auth != auth_kind::none && o.user.empty()) throw std::invalid_argument("--auth needs --user");
     if (o.idle > 0 && o.duration_s == 0) throw std::invalid_argument("--idle needs --duration");

@@ -31,6 +31,7 @@ struct options {
   std::string ca_file;
   bool insecure = false;
   double timeout_s = 30;
+  double crypto_s = 0;                  ///< >0: time the TLS library's per-handshake crypto instead
 };
 
 std::string_view mode_name(tls_mode m);

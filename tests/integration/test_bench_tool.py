@@ -62,3 +62,14 @@ def test_a_message_larger_than_one_write_chunk_arrives_whole(smtpguard, recorder
     assert len(original) == size
     lines = original.split(b"\r\n")
     assert any(line.startswith(b".") for line in lines) and not any(line.startswith(b"..") for line in lines)
+
+
+def test_crypto_floor_times_the_linked_tls_library(bench_binary):
+    rc, result, stderr = run(bench_binary, "--crypto", "0.4")
+    assert rc == 0, stderr
+    assert result["library"] == "BoringSSL"
+    for key in ("ecdsa_p256_sign_us", "x25519_keygen_us", "x25519_shared_us", "aes_128_gcm_mb_per_s"):
+        assert result[key] > 0, (key, result)
+    # A full handshake adds the signature to what a resumed one costs.
+    assert result["full_handshake_us"] > result["resumed_handshake_us"] > 0, result
+    assert abs(result["resumed_handshake_us"] - result["x25519_keygen_us"] - result["x25519_shared_us"]) < 0.2, result
