@@ -1108,7 +1108,9 @@ class client_session final : public net::reply_observer {
       if (reframer.error() != smtp::reframe_error::none) to_backend.clear();
       // `input` may view the thread's read buffer: use it up before suspending.
       if (fed.done) io.framer().feed(input.substr(fed.consumed));
-      if (backend_ok && !to_backend.empty()) {
+      // The Received header waits for the first of the client's bytes: one
+      // write to the backend instead of two.
+      if (backend_ok && !to_backend.empty() && (fed.done || !input.empty())) {
         backend_ok = co_await backend_->write(to_backend);
         to_backend.clear();
       }
