@@ -25,7 +25,7 @@
 #include "net/listener.hpp"
 #include "reload.hpp"
 #include "session/backend_monitor.hpp"
-#include "session/client_session.hpp"
+#include "session/admission.hpp"
 #include "session/credential_verifier.hpp"
 #include "tls/client_verify.hpp"
 #include "tls/server_context.hpp"

@@ -18,7 +18,6 @@
 #include "log.hpp"
 #include "net/connection_limits.hpp"
 #include "net/line_io.hpp"
-#include "net/proxy_header_io.hpp"
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "session/backend_connection.hpp"
@@ -27,6 +26,7 @@
 #include "smtp/data_reframer.hpp"
 #include "smtp/dialogue.hpp"
 #include "smtp/identity.hpp"
+#include "smtp/parameters.hpp"
 #include "smtp/received.hpp"
 #include "smtp/replies.hpp"
 #include "tls/client_verify.hpp"
@@ -43,8 +43,6 @@ using steady_clock = std::chrono::steady_clock;
 // RFC 4954 section 4: an AUTH line may carry a 12288-octet initial response.
 constexpr std::size_t max_auth_line = 12288 + 2;
 constexpr auto last_words_timeout = seconds(5);
-// A load balancer sends its PROXY header at once; a connection that does not is not from one.
-constexpr auto proxy_header_timeout = seconds(10);
 
 enum class outcome { next, quit, closed, start_tls };
 
@@ -55,64 +53,6 @@ std::string new_session_id() {
   for (std::size_t i = 0; i < sizeof bytes; ++i) std::snprintf(text + 2 * i, 3, "%02x", bytes[i]);
   return text;
 }
-
-std::string_view protocol_name(const smtp::dialogue_state& state) {
-  if (!state.extended) return state.tls ? "SMTPS" : "SMTP";
-  if (state.authenticated) return state.tls ? "ESMTPSA" : "ESMTPA";
-  return state.tls ? "ESMTPS" : "ESMTP";
-}
-
-bool parameters_supported(const smtp::path_argument& path, const smtp::capabilities& backend, bool mail) {
-  for (const auto& p : path.parameters) {
-    if (mail && p.keyword == "SIZE") continue;
-    if (mail && p.keyword == "BODY") {
-      if (p.value == "7BIT") continue;
-      if ((p.value == "8BITMIME" || p.value == "8bitmime") && backend.eightbitmime) continue;
-      return false;
-    }
-    if (mail && p.keyword == "SMTPUTF8" && !p.has_value && backend.smtputf8) continue;
-    if (mail && (p.keyword == "RET" || p.keyword == "ENVID") && backend.dsn) continue;
-    if (!mail && (p.keyword == "NOTIFY" || p.keyword == "ORCPT") && backend.dsn) continue;
-    return false;
-  }
-  return true;
-}
-
-bool has_parameter(const smtp::path_argument& path, std::string_view keyword) {
-  return std::any_of(path.parameters.begin(), path.parameters.end(),
-                     [&](const smtp::mail_parameter& p) { return p.keyword == keyword; });
-}
-
-// RFC 4954 section 5: the client's AUTH= is about its own identity claims and
-// means nothing to a backend that did not authenticate it; never forward it
-// (a backend configured for it gets the user smtpguard authenticated instead).
-void strip_auth_parameter(smtp::path_argument& path) {
-  std::erase_if(path.parameters, [](const smtp::mail_parameter& p) { return p.keyword == "AUTH"; });
-}
-
-// Counted across every session of the process, whichever thread runs it.
-// One instance per process: the limits come from the configuration, which a
-// reload never changes (only certificates and users are reloaded).
-struct shared_guards {
-  net::connection_limits connections;
-  auth::lockout_table lockouts;
-};
-
-shared_guards& guards_for(const config& settings) {
-  static shared_guards instance{{settings.limits.max_connections, settings.limits.max_connections_per_ip},
-                                auth::lockout_table(settings.auth.lockout)};
-  return instance;
-}
-
-}  // namespace
-
-void reconfigure_shared_limits(const config& settings) {
-  auto& guards = guards_for(settings);
-  guards.connections.set_limits(settings.limits.max_connections, settings.limits.max_connections_per_ip);
-  guards.lockouts.set_settings(settings.auth.lockout);
-}
-
-namespace {
 
 std::string_view scope_name(auth::lockout_scope scope) {
   return scope == auth::lockout_scope::ip ? "ip" : "user";
@@ -852,8 +792,8 @@ class client_session final : public net::reply_observer {
   }
 
   std::optional<local_refusal> check_mail(smtp::path_argument& path) {
-    strip_auth_parameter(path);
-    if (path.has_8bit && !has_parameter(path, "SMTPUTF8")) return local_refusal{replies::utf8_needs_smtputf8};
+    smtp::strip_auth_parameter(path);
+    if (path.has_8bit && !smtp::has_parameter(path, "SMTPUTF8")) return local_refusal{replies::utf8_needs_smtputf8};
     for (const auto& p : path.parameters) {
       if (p.keyword != "SIZE") continue;
       char* end = nullptr;
@@ -879,7 +819,7 @@ class client_session final : public net::reply_observer {
       co_await refuse_in_order(io, *refusal);
       co_return;
     }
-    const bool smtputf8 = has_parameter(*path, "SMTPUTF8");
+    const bool smtputf8 = smtp::has_parameter(*path, "SMTPUTF8");
     // A kept connection that the backend gave up on just as it was taken
     // (closed it, or is closing it with 421) shows it only at its first
     // command: MAIL then goes again on another connection. No transaction
@@ -890,7 +830,7 @@ class client_session final : public net::reply_observer {
         co_await refuse_in_order(io, {replies::backend_unavailable});
         co_return;
       }
-      if (!parameters_supported(*path, backend_->capabilities(), true)) {
+      if (!smtp::parameters_supported(*path, backend_->capabilities(), true)) {
         co_await refuse_in_order(io, {replies::parameter_unsupported});
         co_return;
       }
@@ -941,7 +881,7 @@ class client_session final : public net::reply_observer {
       backend_lost(io);
       co_return;
     }
-    if (!parameters_supported(*path, backend_->capabilities(), false)) {
+    if (!smtp::parameters_supported(*path, backend_->capabilities(), false)) {
       co_await refuse_in_order(io, {replies::parameter_unsupported});
       co_return;
     }
@@ -1062,7 +1002,7 @@ class client_session final : public net::reply_observer {
     info.helo = state_.helo;
     info.client_ip = peer_ip_;
     info.by_host = settings_.hostname;
-    info.protocol = protocol_name(state_);
+    info.protocol = smtp::received_protocol(state_.extended, state_.tls, state_.authenticated);
     info.id = id_;
     info.tls_version = tls_.version;
     info.tls_cipher = tls_.cipher;
@@ -1251,44 +1191,6 @@ class client_session final : public net::reply_observer {
   int messages_ = 0;
 };
 
-// The load balancer's header, before anything else. On success `peer` and
-// `local` are the client's addresses from it (kept as they are for a health
-// check, which carries none); on failure the connection is to be closed
-// without a word: whatever is on it is not SMTP from a client.
-net::awaitable<bool> take_proxy_header(net::tcp::socket& socket, const listener_config& listener, metrics& stats,
-                                       net::tcp::endpoint& peer, net::tcp::endpoint& local) {
-  net::proxy_header_read read;
-  if (!net::in_networks(peer.address(), listener.proxy_trusted)) {
-    read.failure = read.reason = "untrusted";
-  } else {
-    read = co_await net::read_proxy_header(socket, proxy_header_timeout);
-  }
-  if (!read.header) {
-    stats.proxy_header(read.failure);
-    log::event("proxy_header_refused")
-        .add("peer", peer.address().to_string())
-        .add("listener", listener.name)
-        .add("reason", read.reason);
-    co_return false;
-  }
-  const smtp::proxy_header& header = *read.header;
-  if (!header.has_addresses()) {
-    stats.proxy_header(header.local ? "local" : "unknown");
-    co_return true;
-  }
-  std::error_code error;
-  const auto source = asio::ip::make_address(header.source_address, error);
-  const auto destination = asio::ip::make_address(header.destination_address, error);
-  if (error) {  // the parser hands out canonical addresses only
-    stats.proxy_header("bad");
-    co_return false;
-  }
-  stats.proxy_header("proxied");
-  peer = net::tcp::endpoint(source, header.source_port);
-  local = net::tcp::endpoint(destination, header.destination_port);
-  co_return true;
-}
-
 // Every idle session holds this coroutine's frame, so it is spawned on its
 // own once the connection is admitted: nothing admission needed stays in it.
 // `slot` is the session's place under the connection limits, held to its end.
@@ -1309,65 +1211,14 @@ net::awaitable<void> serve_admitted(std::unique_ptr<client_session> session, net
 
 }  // namespace
 
-net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener,
-                                        runtime rt) {
+void start_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt,
+                          const net::tcp::endpoint& peer, const net::tcp::endpoint& local, std::string client_key,
+                          net::connection_limits::slot slot, auth::lockout_table& lockouts) {
   auto* stats = rt.stats;
-  stats->connection_accepted(listener.name);
-  try {
-    asio::error_code ignored;
-    net::tcp::endpoint peer = socket.remote_endpoint(ignored);
-    net::tcp::endpoint local = socket.local_endpoint(ignored);
-    socket.set_option(net::tcp::no_delay(true), ignored);
-    if (listener.proxy_protocol) {
-      const bool read = co_await take_proxy_header(socket, listener, *stats, peer, local);
-      if (!read) {
-        socket.close(ignored);
-        co_return;
-      }
-    }
-    auto& guards = guards_for(*rt.settings);
-    std::string key = net::client_key(peer.address());
-    net::connection_limits::slot slot;
-    std::string_view refused;
-    if (guards.lockouts.ip_locked(key, steady_clock::now())) {
-      refused = "lockout";
-    } else {
-      switch (guards.connections.try_acquire(key, slot)) {
-        case net::admission::admitted:
-          break;
-        case net::admission::total_limit:
-          refused = "total_limit";
-          break;
-        case net::admission::per_ip_limit:
-          refused = "per_ip_limit";
-          break;
-      }
-    }
-    if (!refused.empty()) {
-      stats->connection_rejected(refused);
-      log::event("connection_rejected")
-          .add("client", peer.address().to_string())
-          .add("listener", listener.name)
-          .add("reason", refused);
-      // A plaintext reply would be garbage to a client expecting a TLS handshake.
-      if (listener.tls != tls_mode::implicit) {
-        co_await net::with_timeout(
-            asio::async_write(socket, asio::buffer(replies::too_many_connections), net::as_result),
-            last_words_timeout);
-        socket.shutdown(net::tcp::socket::shutdown_send, ignored);
-      }
-      socket.close(ignored);
-      co_return;
-    }
-    auto session = std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(key),
-                                                    guards.lockouts);
-    const auto executor = socket.get_executor();
-    asio::co_spawn(executor,
-                   serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
-                   asio::detached);
-  } catch (const std::exception& e) {
-    log::event("session_error").add("listener", listener.name).add("error", e.what());
-  }
+  auto session = std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(client_key), lockouts);
+  const auto executor = socket.get_executor();
+  asio::co_spawn(executor, serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
+                 asio::detached);
 }
 
 }  // namespace smtpguard::session

@@ -1,20 +1,23 @@
 #pragma once
-// The client side of one SMTP session, from accept to close, as one coroutine:
-// greeting -> commands in plaintext -> [STARTTLS -> commands again over TLS]
-// -> transactions relayed to the backend.
+// The client side of one SMTP session, from its greeting to close, as one
+// coroutine: greeting -> commands in plaintext -> [STARTTLS -> commands again
+// over TLS] -> transactions relayed to the backend.
+#include <string>
+
+#include "auth/lockout.hpp"
 #include "config.hpp"
 #include "net/asio_fwd.hpp"
+#include "net/connection_limits.hpp"
 #include "session/runtime.hpp"
 
 namespace smtpguard::session {
 
-/// Admits the connection (PROXY header, limits, lockouts) and, unless it is
-/// refused, spawns its session, which runs to its end on the same executor.
-/// Never throws.
-net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt);
-
-/// Applies reloaded connection limits and lockout budgets to the state all
-/// sessions share (counts and lockouts in force are kept).
-void reconfigure_shared_limits(const config& settings);
+/// Spawns the session of an admitted connection on the socket's executor.
+/// `peer` and `local` are the client's addresses (from a PROXY header when
+/// there was one), `client_key` what limits and lockouts count it by, `slot`
+/// its place under the connection limits, held until the session ends.
+void start_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt,
+                          const net::tcp::endpoint& peer, const net::tcp::endpoint& local, std::string client_key,
+                          net::connection_limits::slot slot, auth::lockout_table& lockouts);
 
 }  // namespace smtpguard::session

@@ -51,6 +51,12 @@ std::string rfc5322_date(std::time_t when) {
 
 }  // namespace
 
+std::string_view received_protocol(bool extended, bool tls, bool authenticated) {
+  if (!extended) return tls ? "SMTPS" : "SMTP";
+  if (authenticated) return tls ? "ESMTPSA" : "ESMTPA";
+  return tls ? "ESMTPS" : "ESMTP";
+}
+
 std::string build_received_header(const received_info& info) {
   std::string helo = sanitise(info.helo);
   if (helo.empty()) helo = "unknown";

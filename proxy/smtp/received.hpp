@@ -20,6 +20,11 @@ struct received_info {
   std::time_t when = 0;
 };
 
+/// The "with" clause's protocol: ESMTP after EHLO, with RFC 3848's "S" for
+/// TLS and "A" for an authenticated client (ESMTPSA); SMTP after HELO, with
+/// "S" for TLS (no "A": RFC 3848 names no authenticated HELO protocol).
+std::string_view received_protocol(bool extended, bool tls, bool authenticated);
+
 /// Builds a folded header, every line ending in CRLF, for example:
 ///   Received: from client.example ([192.0.2.1])\r\n
 ///   \tby mail.example.org (smtpguard) with ESMTPSA id 3f2a9c\r\n

@@ -85,6 +85,16 @@ TEST(smtp_received, long_helo_is_truncated) {
   EXPECT_EQ(header.find(std::string(256, 'a')), std::string::npos);
 }
 
+TEST(smtp_received, protocol_names) {
+  EXPECT_EQ(received_protocol(false, false, false), "SMTP");
+  EXPECT_EQ(received_protocol(false, true, false), "SMTPS");
+  EXPECT_EQ(received_protocol(false, true, true), "SMTPS");
+  EXPECT_EQ(received_protocol(true, false, false), "ESMTP");
+  EXPECT_EQ(received_protocol(true, true, false), "ESMTPS");
+  EXPECT_EQ(received_protocol(true, false, true), "ESMTPA");
+  EXPECT_EQ(received_protocol(true, true, true), "ESMTPSA");
+}
+
 }  // namespace
 }  // namespace smtpguard::smtp
 
