@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <string_view>
 
 #include "smtp/parameters.hpp"
@@ -29,52 +30,48 @@ path_argument rcpt(std::string_view argument) {
   return path ? *path : path_argument{};
 }
 
-TEST(smtp_parameters, mail_parameters_by_backend) {
-  struct row {
-    std::string_view argument;
-    bool plain;  // a backend that advertised nothing
-    bool full;   // 8BITMIME, SMTPUTF8 and DSN
-  };
-  const row rows[] = {
-      {"FROM:<a@example.org>", true, true},
-      {"FROM:<a@example.org> SIZE=1000", true, true},
-      {"FROM:<a@example.org> BODY=7BIT", true, true},
-      {"FROM:<a@example.org> BODY=7bit", true, true},
-      {"FROM:<a@example.org> BODY=8BITMIME", false, true},
-      {"FROM:<a@example.org> BODY=8BitMIME", false, true},
-      {"FROM:<a@example.org> BODY=BINARYMIME", false, false},
-      {"FROM:<a@example.org> SMTPUTF8", false, true},
-      {"FROM:<a@example.org> SMTPUTF8=yes", false, false},
-      {"FROM:<a@example.org> RET=HDRS ENVID=abc", false, true},
-      {"FROM:<a@example.org> NOTIFY=NEVER", false, false},
-      {"FROM:<a@example.org> XUNKNOWN=1", false, false},
-      {"FROM:<a@example.org> SIZE=10 XUNKNOWN", false, false},
-  };
+// Each argument against a backend that advertised nothing and one that
+// advertised 8BITMIME, SMTPUTF8 and DSN.
+struct row {
+  std::string_view argument;
+  bool plain;
+  bool full;
+};
+
+void check(std::initializer_list<row> rows, bool is_mail) {
   for (const auto& r : rows) {
-    EXPECT_EQ(parameters_supported(mail(r.argument), plain_backend(), true), r.plain) << r.argument;
-    EXPECT_EQ(parameters_supported(mail(r.argument), full_backend(), true), r.full) << r.argument;
+    const path_argument path = is_mail ? mail(r.argument) : rcpt(r.argument);
+    EXPECT_EQ(parameters_supported(path, plain_backend(), is_mail), r.plain) << r.argument;
+    EXPECT_EQ(parameters_supported(path, full_backend(), is_mail), r.full) << r.argument;
   }
 }
 
+TEST(smtp_parameters, mail_parameters_by_backend) {
+  check({{"FROM:<a@example.org>", true, true},
+         {"FROM:<a@example.org> SIZE=1000", true, true},
+         {"FROM:<a@example.org> BODY=7BIT", true, true},
+         {"FROM:<a@example.org> BODY=7bit", true, true},
+         {"FROM:<a@example.org> BODY=8BITMIME", false, true},
+         {"FROM:<a@example.org> BODY=8BitMIME", false, true},
+         {"FROM:<a@example.org> BODY=BINARYMIME", false, false},
+         {"FROM:<a@example.org> SMTPUTF8", false, true},
+         {"FROM:<a@example.org> SMTPUTF8=yes", false, false},
+         {"FROM:<a@example.org> RET=HDRS ENVID=abc", false, true},
+         {"FROM:<a@example.org> NOTIFY=NEVER", false, false},
+         {"FROM:<a@example.org> XUNKNOWN=1", false, false},
+         {"FROM:<a@example.org> SIZE=10 XUNKNOWN", false, false}},
+        true);
+}
+
 TEST(smtp_parameters, rcpt_parameters_by_backend) {
-  struct row {
-    std::string_view argument;
-    bool plain;
-    bool full;
-  };
-  const row rows[] = {
-      {"TO:<b@example.net>", true, true},
-      {"TO:<b@example.net> NOTIFY=SUCCESS,FAILURE", false, true},
-      {"TO:<b@example.net> ORCPT=rfc822;b@example.net", false, true},
-      // MAIL FROM's parameters mean nothing on RCPT TO
-      {"TO:<b@example.net> SIZE=10", false, false},
-      {"TO:<b@example.net> BODY=7BIT", false, false},
-      {"TO:<b@example.net> RET=FULL", false, false},
-  };
-  for (const auto& r : rows) {
-    EXPECT_EQ(parameters_supported(rcpt(r.argument), plain_backend(), false), r.plain) << r.argument;
-    EXPECT_EQ(parameters_supported(rcpt(r.argument), full_backend(), false), r.full) << r.argument;
-  }
+  check({{"TO:<b@example.net>", true, true},
+         {"TO:<b@example.net> NOTIFY=SUCCESS,FAILURE", false, true},
+         {"TO:<b@example.net> ORCPT=rfc822;b@example.net", false, true},
+         // MAIL FROM's parameters mean nothing on RCPT TO
+         {"TO:<b@example.net> SIZE=10", false, false},
+         {"TO:<b@example.net> BODY=7BIT", false, false},
+         {"TO:<b@example.net> RET=FULL", false, false}},
+        false);
 }
 
 TEST(smtp_parameters, has_parameter_matches_keywords_in_any_case) {
