@@ -24,7 +24,6 @@ using steady_clock = std::chrono::steady_clock;
 
 // A load balancer sends its PROXY header at once; a connection that does not is not from one.
 constexpr auto proxy_header_timeout = std::chrono::seconds(10);
-constexpr auto refusal_timeout = std::chrono::seconds(5);
 
 // Counted across every session of the process, whichever thread runs it.
 // One instance per process: the limits come from the configuration, which a
@@ -129,7 +128,7 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
       if (listener.tls != tls_mode::implicit) {
         co_await net::with_timeout(
             asio::async_write(socket, asio::buffer(replies::too_many_connections), net::as_result),
-            refusal_timeout);
+            last_words_timeout);
         socket.shutdown(net::tcp::socket::shutdown_send, ignored);
       }
       socket.close(ignored);

@@ -37,12 +37,10 @@ namespace {
 
 namespace replies = smtp::replies;
 using tls_stream = net::tls_stream;
-using std::chrono::seconds;
 using steady_clock = std::chrono::steady_clock;
 
 // RFC 4954 section 4: an AUTH line may carry a 12288-octet initial response.
 constexpr std::size_t max_auth_line = 12288 + 2;
-constexpr auto last_words_timeout = seconds(5);
 
 enum class outcome { next, quit, closed, start_tls };
 

@@ -2,6 +2,7 @@
 // The client side of one SMTP session, from its greeting to close, as one
 // coroutine: greeting -> commands in plaintext -> [STARTTLS -> commands again
 // over TLS] -> transactions relayed to the backend.
+#include <chrono>
 #include <string>
 
 #include "auth/lockout.hpp"
@@ -11,6 +12,9 @@
 #include "session/runtime.hpp"
 
 namespace smtpguard::session {
+
+/// How long a last reply before a deliberate close may take to be written.
+inline constexpr auto last_words_timeout = std::chrono::seconds(5);
 
 /// Spawns the session of an admitted connection on the socket's executor.
 /// `peer` and `local` are the client's addresses (from a PROXY header when
