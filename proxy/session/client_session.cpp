@@ -20,13 +20,11 @@
 #include "net/line_io.hpp"
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
-#include "session/backend_connection.hpp"
+#include "session/transaction.hpp"
 #include "smtp/capabilities.hpp"
 #include "smtp/command.hpp"
-#include "smtp/data_reframer.hpp"
 #include "smtp/dialogue.hpp"
 #include "smtp/identity.hpp"
-#include "smtp/parameters.hpp"
 #include "smtp/received.hpp"
 #include "smtp/replies.hpp"
 #include "tls/client_verify.hpp"
@@ -145,7 +143,7 @@ class client_session final : public net::reply_observer {
     }
     if (secure) co_await serve_tls(socket);
     socket_ = nullptr;
-    if (backend_) co_await release_backend();
+    co_await transaction_.end(draining_);
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
     // The session's summary: everything an operator greps for in one line.
     log::event("disconnect")
@@ -158,7 +156,7 @@ class client_session final : public net::reply_observer {
         .add("client_certificate", peer_.presented ? peer_.subject : std::string())
         .add("user", state_.user)
         .add("mechanism", mechanism_)
-        .add("messages", messages_)
+        .add("messages", transaction_.messages())
         .add("result", ended_ == outcome::quit ? "quit" : "closed")
         .add("duration_ms", static_cast<std::int64_t>(elapsed.count()));
   }
@@ -245,7 +243,10 @@ class client_session final : public net::reply_observer {
     auto slot = co_await handshake_slot(socket, deadline);
     if (!slot && rt_.handshakes != nullptr) {
       rt_.stats->tls_handshake(listener_.name, "", "", "timeout");
-      log::event("tls_failed").add("session", id_).add("client", peer_ip_).add("reason", "timeout waiting for a handshake slot");
+      log::event("tls_failed")
+          .add("session", id_)
+          .add("client", peer_ip_)
+          .add("reason", "timeout waiting for a handshake slot");
       ended_ = outcome::closed;
       co_return;
     }
@@ -371,9 +372,9 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
     smtp::decision decision = smtp::decide(state_, policy_, cmd);
-    if (!pipelined_.empty() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
+    if (transaction_.unsettled() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
       // Decided on assumed outcomes; anything else waits for the real ones.
-      co_await settle_pipelined(io);
+      co_await transaction_.settle(io);
       decision = smtp::decide(state_, policy_, cmd);
     }
     switch (decision.what) {
@@ -403,20 +404,17 @@ class client_session final : public net::reply_observer {
         co_await mail(io, cmd);
         co_return outcome::next;
       case smtp::effect::rcpt:
-        co_await rcpt(io, cmd);
+        co_await transaction_.rcpt(io, cmd);
         co_return outcome::next;
       case smtp::effect::data: {
         const outcome ended = co_await data(io);
         co_return ended;
       }
       case smtp::effect::rset:
-        co_await reset_transaction(io, true);
+        co_await transaction_.reset(io, true);
         co_return outcome::next;
       case smtp::effect::noop:
-        if (backend_ && backend_->is_open())
-          co_await relay_command(io, "NOOP");
-        else
-          io.queue(replies::ok);
+        co_await transaction_.noop(io);
         co_return outcome::next;
       case smtp::effect::quit:
         io.queue(decision.reply);
@@ -458,7 +456,7 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<void> greet(net::line_io<Stream>& io, const smtp::command& cmd) {
     // RFC 5321 4.1.4: EHLO in the middle of a transaction resets it.
-    if (state_.in_transaction) co_await reset_transaction(io, false);
+    if (state_.in_transaction) co_await transaction_.reset(io, false);
     state_.greeted = true;
     state_.extended = cmd.name == smtp::verb::ehlo;
     state_.helo = std::string(cmd.argument.substr(0, 255));
@@ -638,72 +636,6 @@ class client_session final : public net::reply_observer {
 
   // --- the transaction --------------------------------------------------------
 
-  /// Connects to the backend if this session has no live connection yet:
-  /// the configured backends in order, the first that connects and greets.
-  /// Nothing has been sent to one that failed, so moving on is safe.
-  net::awaitable<bool> ensure_backend() {
-    if (backend_ && backend_->is_open()) co_return true;
-    const auto started = std::chrono::steady_clock::now();
-    // The backends the health probe last found up first, in their order; the
-    // others after them, since the probe may be out of date.
-    std::vector<const backend_server*> order;
-    for (const backend_server& server : settings_.backend.servers) order.push_back(&server);
-    std::stable_partition(order.begin(), order.end(),
-                          [this](const backend_server* server) { return !rt_.backend->down(server->name); });
-    const smtp::client_identity client = identity();
-    for (const backend_server* candidate : order) {
-      const backend_server& server = *candidate;
-      if (rt_.pool != nullptr) {
-        const std::string key = reuse_key(server, settings_.backend.helo_name);
-        backend_ = rt_.pool->take(key, settings_.backend.reuse_lifetime);
-      }
-      if (backend_) {
-        backend_->take_over(server, client);
-        backend_address_ = server.name;
-        backend_reused_ = true;
-        rt_.stats->backend_reused();
-        log::event("backend").add("session", id_).add("backend", backend_address_).add("reused", true);
-        co_return true;
-      }
-      std::string failed_stage;
-      backend_ = co_await backend_connection::open(server, &client, settings_.backend.helo_name, settings_.timeouts,
-                                                   failed_stage, rt_.stats);
-      if (backend_) {
-        backend_address_ = server.name;
-        break;
-      }
-      rt_.stats->backend_error(failed_stage);
-      log::event("backend_failed").add("session", id_).add("backend", server.name).add("stage", failed_stage);
-    }
-    if (!backend_) co_return false;
-    backend_reused_ = false;
-    rt_.backend->update(backend_->capabilities());
-    const auto elapsed =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    rt_.stats->backend_connected(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    log::event("backend")
-        .add("session", id_)
-        .add("backend", backend_address_)
-        .add("identity", backend_->identity())
-        .add("connect_ms", static_cast<std::int64_t>(elapsed.count()))
-        .add("reused", false);
-    co_return true;
-  }
-
-  /// At the session's end: a clean connection (no transaction open, every
-  /// reply read) is kept for the thread's next session, if reuse is on;
-  /// any other is QUIT.
-  net::awaitable<void> release_backend() {
-    const backend_config& reuse = settings_.backend;
-    const bool keep = rt_.pool != nullptr && reuse.reuse_idle.count() > 0 && !state_.in_transaction &&
-                      pipelined_.empty() && !draining_ && backend_->reusable(reuse.reuse_lifetime);
-    if (keep) {
-      rt_.pool->keep(std::move(backend_), reuse.reuse_idle, reuse.reuse_max_idle);
-      co_return;
-    }
-    co_await backend_->quit();
-  }
-
   /// Who the client is, for the backend.
   smtp::client_identity identity() const {
     smtp::client_identity client;
@@ -717,285 +649,8 @@ class client_session final : public net::reply_observer {
     return client;
   }
 
-  /// Sends a command to the backend and relays its reply. Returns the reply
-  /// code, or 0 when the backend failed (the client then got a 451).
-  template <typename Stream>
-  net::awaitable<int> relay_command(net::line_io<Stream>& io, std::string_view line) {
-    auto answer = co_await backend_->command(line);
-    if (!answer) {
-      backend_lost(io);
-      co_return 0;
-    }
-    relay_reply(io, *answer);
-    co_return answer->code;
-  }
-
-  template <typename Stream>
-  void relay_reply(net::line_io<Stream>& io, smtp::reply answer) {
-    // A backend 421 closes the backend connection, not the client session:
-    // tell the client to retry the transaction later instead.
-    if (answer.code == 421) {
-      answer.code = 451;
-      backend_->abort();
-      state_.in_transaction = false;
-      state_.recipients = 0;
-    }
-    smtp::ensure_enhanced_codes(answer);
-    std::string text;
-    answer.append_to(text);
-    io.queue(text);
-  }
-
-  template <typename Stream>
-  void backend_lost(net::line_io<Stream>& io) {
-    const backend_failure why = backend_ ? backend_->failure() : backend_failure::gone;
-    rt_.stats->backend_error("transaction");
-    log::event("backend_lost")
-        .add("session", id_)
-        .add("backend", backend_address_)
-        .add("reason", to_string(why));
-    backend_.reset();
-    state_.in_transaction = false;
-    state_.recipients = 0;
-    io.queue(why == backend_failure::protocol ? replies::backend_bad_reply : replies::backend_failed);
-  }
-
-  // --- MAIL and RCPT, pipelined to the backend ---------------------------------
-  //
-  // When the backend has PIPELINING, MAIL and RCPT commands are queued and
-  // the commands a client pipelined go to the backend in one write (RFC 2920);
-  // the replies are read, relayed in order and settled when the group ends:
-  // at the client's last buffered command, or before any command that is not
-  // a MAIL or RCPT. Until then the session assumes they succeed (a refused
-  // MAIL makes the backend refuse the RCPTs behind it, which is relayed).
-
-  struct pipelined_command {
-    bool mail = false;
-    std::string mailbox;
-  };
-
-  /// The refusal a MAIL or RCPT gets here, before the backend sees it.
-  struct local_refusal {
-    std::string_view reply;
-    bool counts_as_error = false;
-  };
-
-  template <typename Stream>
-  net::awaitable<void> refuse_in_order(net::line_io<Stream>& io, local_refusal refusal) {
-    co_await settle_pipelined(io);
-    if (refusal.counts_as_error)
-      refuse(io, refusal.reply, true);
-    else
-      io.queue(refusal.reply);
-  }
-
-  std::optional<local_refusal> check_mail(smtp::path_argument& path) {
-    smtp::strip_auth_parameter(path);
-    if (path.has_8bit && !smtp::has_parameter(path, "SMTPUTF8")) return local_refusal{replies::utf8_needs_smtputf8};
-    for (const auto& p : path.parameters) {
-      if (p.keyword != "SIZE") continue;
-      char* end = nullptr;
-      const unsigned long long declared = std::strtoull(p.value.c_str(), &end, 10);
-      if (p.value.empty() || *end != '\0') return local_refusal{replies::syntax_error_arguments, true};
-      if (declared > settings_.limits.max_message_size) return local_refusal{replies::message_too_big};
-    }
-    if (!path.mailbox.empty() && !rt_.users->sender_allowed(state_.user, path.mailbox)) {
-      log::event("sender_refused").add("session", id_).add("user", state_.user).add("sender", path.mailbox);
-      return local_refusal{replies::sender_not_owned};
-    }
-    return std::nullopt;
-  }
-
-  template <typename Stream>
-  net::awaitable<void> mail(net::line_io<Stream>& io, const smtp::command& cmd) {
-    auto path = smtp::parse_mail_from(cmd.argument);
-    if (!path) {
-      co_await refuse_in_order(io, {replies::mail_syntax, true});
-      co_return;
-    }
-    if (const auto refusal = check_mail(*path)) {
-      co_await refuse_in_order(io, *refusal);
-      co_return;
-    }
-    const bool smtputf8 = smtp::has_parameter(*path, "SMTPUTF8");
-    // A kept connection that the backend gave up on just as it was taken
-    // (closed it, or is closing it with 421) shows it only at its first
-    // command: MAIL then goes again on another connection. No transaction
-    // was open on the first one, so nothing is sent twice.
-    for (;;) {
-      const bool connected = co_await ensure_backend();
-      if (!connected) {
-        co_await refuse_in_order(io, {replies::backend_unavailable});
-        co_return;
-      }
-      if (!smtp::parameters_supported(*path, backend_->capabilities(), true)) {
-        co_await refuse_in_order(io, {replies::parameter_unsupported});
-        co_return;
-      }
-      smtp::path_argument sent = *path;
-      // RFC 4954 section 5: to a backend that trusts us, who submitted it.
-      if (backend_->takes_mail_auth()) sent.parameters.push_back({"AUTH", smtp::xtext(state_.user), true});
-      const std::string line = smtp::format_mail_from(sent);
-      if (std::exchange(backend_reused_, false)) {
-        auto answer = co_await backend_->command(line);
-        const bool gave_up = answer ? answer->code == 421 : backend_->failure() == backend_failure::gone;
-        if (gave_up) {
-          log::event("backend_stale").add("session", id_).add("backend", backend_address_);
-          backend_.reset();
-          continue;
-        }
-        if (!answer) {
-          backend_lost(io);
-          co_return;
-        }
-        relay_reply(io, *answer);
-        if (answer->code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
-        co_return;
-      }
-      if (backend_->capabilities().pipelining) {
-        const pipelined_command queued{true, path->mailbox};
-        co_await pipeline(io, line, queued, smtputf8);
-        co_return;
-      }
-      const int code = co_await relay_command(io, line);
-      if (code / 100 == 2) mail_accepted(path->mailbox, smtputf8);
-      co_return;
-    }
-  }
-
-  template <typename Stream>
-  net::awaitable<void> rcpt(net::line_io<Stream>& io, const smtp::command& cmd) {
-    auto path = smtp::parse_rcpt_to(cmd.argument);
-    if (!path) {
-      co_await refuse_in_order(io, {replies::rcpt_syntax, true});
-      co_return;
-    }
-    if (path->has_8bit && !state_.smtputf8) {
-      co_await refuse_in_order(io, {replies::utf8_needs_smtputf8});
-      co_return;
-    }
-    if (!backend_ || !backend_->is_open()) {
-      co_await settle_pipelined(io);
-      backend_lost(io);
-      co_return;
-    }
-    if (!smtp::parameters_supported(*path, backend_->capabilities(), false)) {
-      co_await refuse_in_order(io, {replies::parameter_unsupported});
-      co_return;
-    }
-    const std::string line = smtp::format_rcpt_to(*path);
-    if (backend_->capabilities().pipelining) {
-      const pipelined_command sent{false, path->mailbox};
-      co_await pipeline(io, line, sent, false);
-      co_return;
-    }
-    const int code = co_await relay_command(io, line);
-    if (code / 100 == 2) {
-      ++state_.recipients;
-      last_recipient_ = path->mailbox;
-    }
-  }
-
-  /// Queues a MAIL or RCPT of a pipelined group and assumes it succeeds
-  /// (a RCPT is counted at once, so the recipient limit holds within the
-  /// group); the group is settled when the client has no whole command left.
-  template <typename Stream>
-  net::awaitable<void> pipeline(net::line_io<Stream>& io, std::string_view line, const pipelined_command& sent,
-                                bool smtputf8) {
-    if (!backend_->queue_command(line)) {
-      co_await settle_pipelined(io);
-      backend_lost(io);
-      co_return;
-    }
-    if (sent.mail)
-      mail_accepted(sent.mailbox, smtputf8);
-    else
-      ++state_.recipients;
-    pipelined_.push_back(sent);
-    if (!io.framer().has_line()) co_await settle_pipelined(io);
-  }
-
-  void mail_accepted(const std::string& sender, bool smtputf8) {
-    state_.in_transaction = true;
-    state_.smtputf8 = smtputf8;
-    state_.recipients = 0;
-    sender_ = sender;
-    last_recipient_.clear();
-  }
-
-  /// Reads, relays and settles the replies of the queued MAIL and RCPT
-  /// commands, so the session's state is the backend's again.
-  template <typename Stream>
-  net::awaitable<void> settle_pipelined(net::line_io<Stream>& io) {
-    const std::string_view label = command_label_;
-    bool mail_refused = false;
-    // Taken whole: an idle session keeps no buffer for its next group.
-    const std::vector<pipelined_command> group = std::exchange(pipelined_, {});
-    for (const pipelined_command& sent : group) {
-      command_label_ = sent.mail ? "mail" : "rcpt";
-      std::optional<smtp::reply> answer;
-      if (backend_ && backend_->is_open()) answer = co_await backend_->read_reply(settings_.timeouts.backend_reply);
-      if (!answer) {
-        // Every pipelined command gets its one reply, even with the backend gone.
-        if (backend_)
-          backend_lost(io);
-        else
-          io.queue(replies::backend_failed);
-        continue;
-      }
-      const bool accepted = answer->code / 100 == 2;
-      relay_reply(io, *answer);
-      if (sent.mail && !accepted) {
-        mail_refused = true;
-        state_.in_transaction = false;
-        state_.recipients = 0;
-      } else if (!sent.mail && accepted && state_.in_transaction) {
-        last_recipient_ = sent.mailbox;
-      } else if (!sent.mail && !accepted && !mail_refused && state_.recipients > 0) {
-        --state_.recipients;
-      }
-    }
-    command_label_ = label;
-  }
-
-  template <typename Stream>
-  net::awaitable<void> reset_transaction(net::line_io<Stream>& io, bool reply) {
-    const bool relay = backend_ && backend_->is_open() && state_.in_transaction;
-    state_.in_transaction = false;
-    state_.recipients = 0;
-    if (!relay) {
-      if (reply) io.queue(replies::ok);
-      co_return;
-    }
-    auto answer = co_await backend_->command("RSET");
-    if (!answer || answer->code != 250) backend_.reset();  // a fresh connection is as good as a reset
-    if (reply) io.queue(replies::ok);
-  }
-
-  template <typename Stream>
-  net::awaitable<outcome> data(net::line_io<Stream>& io) {
-    if (!backend_ || !backend_->is_open()) {
-      backend_lost(io);
-      co_return outcome::next;
-    }
-    auto go_ahead = co_await backend_->command("DATA");
-    if (!go_ahead) {
-      backend_lost(io);
-      co_return outcome::next;
-    }
-    if (go_ahead->code != 354) {
-      relay_reply(io, *go_ahead);
-      co_await reset_transaction(io, false);
-      co_return outcome::next;
-    }
-    io.queue(replies::start_mail_input);
-    {
-      const outcome ended = co_await transfer_message(io);
-      co_return ended;
-    }
-  }
-
-  std::string received_header() const {
+  /// The Received header's facts; the transaction adds the recipient and the time.
+  smtp::received_info trace() const {
     smtp::received_info info;
     info.helo = state_.helo;
     info.client_ip = peer_ip_;
@@ -1006,145 +661,23 @@ class client_session final : public net::reply_observer {
     info.tls_cipher = tls_.cipher;
     info.user = state_.user;
     if (peer_.presented && peer_.verified) info.client_certificate = peer_.subject;
-    if (state_.recipients == 1) info.recipient = last_recipient_;
-    info.when = std::time(nullptr);
-    return smtp::build_received_header(info);
+    return info;
   }
 
-  /// The message itself: client bytes through the re-framer to the backend,
-  /// and 250 to the client only once the backend said 250.
   template <typename Stream>
-  net::awaitable<outcome> transfer_message(net::line_io<Stream>& io) {
-    const auto transfer_started = steady_clock::now();
-    const int recipients = state_.recipients;
-    std::string to_backend = received_header();
-    state_.in_transaction = false;
-    state_.recipients = 0;
-    const bool flushed = co_await io.flush(settings_.timeouts.command);
-    if (!flushed) {
-      backend_->abort();
-      backend_.reset();
-      co_return outcome::closed;
-    }
-    smtp::reframer_options framing{settings_.smtp.bare_line_endings, settings_.limits.max_message_size};
-    const auto text_line = settings_.limits.max_text_line;
-    framing.max_line_length = text_line == 0 ? 0 : text_line - 2;  // the option counts content, not CRLF
-    smtp::data_reframer reframer(framing);
-    const std::string pipelined = io.framer().take_buffered();
-    std::string_view input = pipelined;
-    bool backend_ok = true;
-    // Only time spent waiting for the client counts against its rate, so a
-    // slow backend never gets a client cut off.
-    const std::uint64_t min_rate = settings_.timeouts.data_min_rate;
-    const net::duration window = settings_.timeouts.data_rate_window;
-    const net::duration block_limit = settings_.timeouts.data_block;
-    net::duration waited{};
-    net::duration idle{};
-    std::uint64_t window_bytes = 0;
-    for (;;) {
-      const auto fed = reframer.feed(input, to_backend);
-      if (reframer.error() != smtp::reframe_error::none) to_backend.clear();
-      // `input` may view the thread's read buffer: use it up before suspending.
-      if (fed.done) io.framer().feed(input.substr(fed.consumed));
-      // The Received header waits for the first of the client's bytes: one
-      // write to the backend instead of two.
-      if (backend_ok && !to_backend.empty() && (fed.done || !input.empty())) {
-        backend_ok = co_await backend_->write(to_backend);
-        to_backend.clear();
-      }
-      if (fed.done) break;
-      net::duration limit = block_limit - idle;
-      const bool window_bound = min_rate > 0 && window - waited < limit;
-      if (window_bound) limit = window - waited;
-      const auto before = steady_clock::now();
-      auto status = co_await io.read_raw(input, limit);
-      const net::duration spent = steady_clock::now() - before;
-      waited += spent;
-      if (status == net::read_status::line) {
-        window_bytes += input.size();
-        idle = {};
-      } else {
-        idle += spent;
-      }
-      bool too_slow = false;
-      if (min_rate > 0 && waited >= window) {
-        const double seconds_waited = std::chrono::duration<double>(waited).count();
-        too_slow = static_cast<double>(window_bytes) < static_cast<double>(min_rate) * seconds_waited;
-        waited = {};
-        window_bytes = 0;
-      }
-      if (status == net::read_status::timeout && window_bound && !too_slow) {
-        input = {};
-        continue;
-      }
-      if (too_slow || status != net::read_status::line) {
-        // The client vanished mid-message: the backend must never see the final dot.
-        backend_->abort();
-        backend_.reset();
-        log::event("message")
-            .add("session", id_)
-            .add("result", "aborted")
-            .add("reason", too_slow ? "too_slow" : status == net::read_status::timeout ? "timeout" : "closed")
-            .add("size", reframer.size());
-        rt_.stats->message("aborted", reframer.size(), recipients);
-        if (too_slow) {
-          const outcome ended = co_await last_words(io, replies::data_too_slow);
-          co_return ended;
-        }
-        if (status == net::read_status::timeout) {
-          const outcome ended = co_await last_words(io, replies::timeout);
-          co_return ended;
-        }
-        co_return outcome::closed;
-      }
-    }
+  net::awaitable<void> mail(net::line_io<Stream>& io, const smtp::command& cmd) {
+    const smtp::client_identity client = identity();
+    co_await transaction_.mail(io, cmd, client);
+  }
 
-    const auto size = reframer.size();
-    std::string_view result = "failed";
-    std::string_view reason = "backend";
-    std::string backend_text;
-    std::string queue_id;
-    if (reframer.error() != smtp::reframe_error::none) {
-      // The backend holds a partial message; dropping the connection is the
-      // only way to make sure it is never delivered.
-      backend_->abort();
-      backend_.reset();
-      result = "rejected";
-      const bool too_big = reframer.error() == smtp::reframe_error::too_big;
-      reason = too_big ? "too_big" : "bare_line_ending";
-      io.queue(too_big ? replies::message_too_big : replies::bare_line_ending);
-    } else if (!backend_ok) {
-      backend_lost(io);
-    } else {
-      std::optional<smtp::reply> answer = co_await backend_->read_reply(settings_.timeouts.data_end);
-      if (!answer) {
-        backend_lost(io);
-      } else {
-        const int reply_class = answer->reply_class();
-        result = reply_class == 2 ? "accepted" : reply_class == 5 ? "rejected" : "deferred";
-        reason = reply_class == 2 ? "" : "backend";
-        if (!answer->lines.empty()) backend_text = answer->lines.front();
-        queue_id = smtp::queue_id(*answer);
-        relay_reply(io, *answer);
-        ++messages_;
-      }
-    }
-    log::event("message")
-        .add("session", id_)
-        .add("client", peer_ip_)
-        .add("user", state_.user)
-        .add("sender", sender_)
-        .add("recipients", recipients)
-        .add("size", size)
-        .add("result", result)
-        .add("reason", reason)
-        .add("queue_id", queue_id)
-        .add("backend_reply", backend_text)
-        .add("duration_ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          steady_clock::now() - transfer_started)
-                                                          .count()));
-    rt_.stats->message(result, size, recipients);
-    co_return outcome::next;
+  template <typename Stream>
+  net::awaitable<outcome> data(net::line_io<Stream>& io) {
+    const smtp::received_info received = trace();
+    const data_outcome done = co_await transaction_.data(io, received);
+    if (!done.close) co_return outcome::next;
+    if (done.last_words.empty()) co_return outcome::closed;
+    const outcome ended = co_await last_words(io, done.last_words);
+    co_return ended;
   }
 
   void on_reply(std::string_view reply) override {
@@ -1156,10 +689,6 @@ class client_session final : public net::reply_observer {
   const listener_config& listener_;
   runtime rt_;
   std::string_view command_label_ = "greeting";
-  /// Queued to the backend, replies not read yet, in order. Not a deque:
-  /// an empty one already holds a 512-byte block, in every idle session.
-  std::vector<pipelined_command> pipelined_;
-  std::string backend_address_;              ///< the backend this session's connection goes to
   std::string_view mechanism_;  ///< how the user authenticated: a SASL mechanism or "certificate"
   outcome ended_ = outcome::closed;
   net::tcp::socket* socket_ = nullptr;  ///< the connection under TLS, while serving
@@ -1179,14 +708,10 @@ class client_session final : public net::reply_observer {
   client_cert_mode client_certificates_;
   tls::peer_certificate peer_;
   std::string certificate_user_;  ///< user a verified client certificate maps to
-  std::unique_ptr<backend_connection> backend_;
-  std::string sender_;
-  std::string last_recipient_;
   bool greeting_sent_ = false;
-  bool backend_reused_ = false;  ///< the backend connection came kept, and has carried no command yet
   int errors_ = 0;
   int auth_failures_ = 0;
-  int messages_ = 0;
+  transaction transaction_{session_view{settings_, rt_, id_, peer_ip_, state_, command_label_, errors_}};
 };
 
 // Every idle session holds this coroutine's frame, so it is spawned on its
@@ -1213,7 +738,8 @@ void start_client_session(net::tcp::socket socket, const listener_config& listen
                           const net::tcp::endpoint& peer, const net::tcp::endpoint& local, std::string client_key,
                           net::connection_limits::slot slot, auth::lockout_table& lockouts) {
   auto* stats = rt.stats;
-  auto session = std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(client_key), lockouts);
+  auto session =
+      std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(client_key), lockouts);
   const auto executor = socket.get_executor();
   asio::co_spawn(executor, serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
                  asio::detached);
