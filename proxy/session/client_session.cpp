@@ -143,7 +143,7 @@ class client_session final : public net::reply_observer {
     }
     if (secure) co_await serve_tls(socket);
     socket_ = nullptr;
-    co_await transaction_.end(draining_);
+    if (transaction_) co_await transaction_->end(draining_);
     const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
     // The session's summary: everything an operator greps for in one line.
     log::event("disconnect")
@@ -156,7 +156,7 @@ class client_session final : public net::reply_observer {
         .add("client_certificate", peer_.presented ? peer_.subject : std::string())
         .add("user", state_.user)
         .add("mechanism", mechanism_)
-        .add("messages", transaction_.messages())
+        .add("messages", transaction_ ? transaction_->messages() : 0)
         .add("result", ended_ == outcome::quit ? "quit" : "closed")
         .add("duration_ms", static_cast<std::int64_t>(elapsed.count()));
   }
@@ -372,9 +372,9 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
     smtp::decision decision = smtp::decide(state_, policy_, cmd);
-    if (transaction_.unsettled() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
+    if (transaction_ && transaction_->unsettled() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
       // Decided on assumed outcomes; anything else waits for the real ones.
-      co_await transaction_.settle(io);
+      co_await transaction_->settle(io);
       decision = smtp::decide(state_, policy_, cmd);
     }
     switch (decision.what) {
@@ -404,17 +404,17 @@ class client_session final : public net::reply_observer {
         co_await mail(io, cmd);
         co_return outcome::next;
       case smtp::effect::rcpt:
-        co_await transaction_.rcpt(io, cmd);
+        co_await relay().rcpt(io, cmd);
         co_return outcome::next;
       case smtp::effect::data: {
         const outcome ended = co_await data(io);
         co_return ended;
       }
       case smtp::effect::rset:
-        co_await transaction_.reset(io, true);
+        co_await relay().reset(io, true);
         co_return outcome::next;
       case smtp::effect::noop:
-        co_await transaction_.noop(io);
+        co_await relay().noop(io);
         co_return outcome::next;
       case smtp::effect::quit:
         io.queue(decision.reply);
@@ -456,7 +456,7 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<void> greet(net::line_io<Stream>& io, const smtp::command& cmd) {
     // RFC 5321 4.1.4: EHLO in the middle of a transaction resets it.
-    if (state_.in_transaction) co_await transaction_.reset(io, false);
+    if (state_.in_transaction) co_await relay().reset(io, false);
     state_.greeted = true;
     state_.extended = cmd.name == smtp::verb::ehlo;
     state_.helo = std::string(cmd.argument.substr(0, 255));
@@ -636,6 +636,14 @@ class client_session final : public net::reply_observer {
 
   // --- the transaction --------------------------------------------------------
 
+  /// The session's transaction, made on first use.
+  transaction& relay() {
+    if (!transaction_)
+      transaction_ = std::make_unique<transaction>(
+          session_view{settings_, rt_, id_, peer_ip_, state_, command_label_, errors_});
+    return *transaction_;
+  }
+
   /// Who the client is, for the backend.
   smtp::client_identity identity() const {
     smtp::client_identity client;
@@ -667,13 +675,13 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<void> mail(net::line_io<Stream>& io, const smtp::command& cmd) {
     const smtp::client_identity client = identity();
-    co_await transaction_.mail(io, cmd, client);
+    co_await relay().mail(io, cmd, client);
   }
 
   template <typename Stream>
   net::awaitable<outcome> data(net::line_io<Stream>& io) {
     const smtp::received_info received = trace();
-    const data_outcome done = co_await transaction_.data(io, received);
+    const data_outcome done = co_await relay().data(io, received);
     if (!done.close) co_return outcome::next;
     if (done.last_words.empty()) co_return outcome::closed;
     const outcome ended = co_await last_words(io, done.last_words);
@@ -711,7 +719,9 @@ class client_session final : public net::reply_observer {
   bool greeting_sent_ = false;
   int errors_ = 0;
   int auth_failures_ = 0;
-  transaction transaction_{session_view{settings_, rt_, id_, peer_ip_, state_, command_label_, errors_}};
+  /// Made when a command first needs it (see relay()): an idle session
+  /// that has sent no mail does not hold one.
+  std::unique_ptr<transaction> transaction_;
 };
 
 // Every idle session holds this coroutine's frame, so it is spawned on its
