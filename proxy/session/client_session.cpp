@@ -3,10 +3,8 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <asio/write.hpp>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>

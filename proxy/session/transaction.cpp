@@ -29,7 +29,7 @@ using steady_clock = std::chrono::steady_clock;
 /// configured backends in order, the first that connects and greets.
 /// Nothing has been sent to one that failed, so moving on is safe.
 net::awaitable<bool> transaction::ensure_backend(const smtp::client_identity& client) {
-  if (backend_ && backend_->is_open()) co_return true;
+  if (backend_open()) co_return true;
   const config& settings = session_.settings;
   const runtime& rt = session_.rt;
   const auto started = steady_clock::now();
@@ -94,6 +94,11 @@ net::awaitable<void> transaction::end(bool draining) {
   co_await backend_->quit();
 }
 
+void transaction::drop_backend() noexcept {
+  backend_->abort();
+  backend_.reset();
+}
+
 void transaction::forget_transaction() noexcept {
   session_.state.in_transaction = false;
   session_.state.recipients = 0;
@@ -156,10 +161,9 @@ net::awaitable<void> transaction::refuse_in_order(net::line_io<Stream>& io, loca
   if (refusal.counts_as_error) ++session_.errors;
 }
 
-std::optional<transaction::local_refusal> transaction::check_mail(smtp::path_argument& path) {
+std::optional<transaction::local_refusal> transaction::check_mail(smtp::path_argument& path, bool smtputf8) {
   smtp::strip_auth_parameter(path);
-  if (path.has_8bit && !smtp::has_parameter(path, "SMTPUTF8"))
-    return local_refusal{replies::utf8_needs_smtputf8};
+  if (path.has_8bit && !smtputf8) return local_refusal{replies::utf8_needs_smtputf8};
   for (const auto& p : path.parameters) {
     if (p.keyword != "SIZE") continue;
     char* end = nullptr;
@@ -184,11 +188,11 @@ net::awaitable<void> transaction::mail(net::line_io<Stream>& io, const smtp::com
     co_await refuse_in_order(io, refusal);
     co_return;
   }
-  if (const auto refusal = check_mail(*path)) {
+  const bool smtputf8 = smtp::has_parameter(*path, "SMTPUTF8");
+  if (const auto refusal = check_mail(*path, smtputf8)) {
     co_await refuse_in_order(io, *refusal);
     co_return;
   }
-  const bool smtputf8 = smtp::has_parameter(*path, "SMTPUTF8");
   // A kept connection that the backend gave up on just as it was taken
   // (closed it, or is closing it with 421) shows it only at its first
   // command: MAIL then goes again on another connection. No transaction
@@ -250,7 +254,7 @@ net::awaitable<void> transaction::rcpt(net::line_io<Stream>& io, const smtp::com
     co_await refuse_in_order(io, refusal);
     co_return;
   }
-  if (!backend_ || !backend_->is_open()) {
+  if (!backend_open()) {
     co_await settle(io);
     backend_lost(io);
     co_return;
@@ -312,8 +316,7 @@ net::awaitable<void> transaction::settle(net::line_io<Stream>& io) {
   for (const pipelined_command& sent : group) {
     session_.reply_label = sent.mail ? "mail" : "rcpt";
     std::optional<smtp::reply> answer;
-    if (backend_ && backend_->is_open())
-      answer = co_await backend_->read_reply(session_.settings.timeouts.backend_reply);
+    if (backend_open()) answer = co_await backend_->read_reply(session_.settings.timeouts.backend_reply);
     if (!answer) {
       // Every pipelined command gets its one reply, even with the backend gone.
       if (backend_)
@@ -338,7 +341,7 @@ net::awaitable<void> transaction::settle(net::line_io<Stream>& io) {
 
 template <typename Stream>
 net::awaitable<void> transaction::reset(net::line_io<Stream>& io, bool reply) {
-  const bool relay = backend_ && backend_->is_open() && session_.state.in_transaction;
+  const bool relay = backend_open() && session_.state.in_transaction;
   forget_transaction();
   if (!relay) {
     if (reply) io.queue(replies::ok);
@@ -351,7 +354,7 @@ net::awaitable<void> transaction::reset(net::line_io<Stream>& io, bool reply) {
 
 template <typename Stream>
 net::awaitable<void> transaction::noop(net::line_io<Stream>& io) {
-  if (backend_ && backend_->is_open())
+  if (backend_open())
     co_await relay_command(io, "NOOP");
   else
     io.queue(replies::ok);
@@ -361,7 +364,7 @@ net::awaitable<void> transaction::noop(net::line_io<Stream>& io) {
 
 template <typename Stream>
 net::awaitable<data_outcome> transaction::data(net::line_io<Stream>& io, smtp::received_info received) {
-  if (!backend_ || !backend_->is_open()) {
+  if (!backend_open()) {
     backend_lost(io);
     co_return data_outcome{};
   }
@@ -393,8 +396,7 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
   forget_transaction();
   const bool flushed = co_await io.flush(settings.timeouts.command);
   if (!flushed) {
-    backend_->abort();
-    backend_.reset();
+    drop_backend();
     co_return data_outcome{true, {}};
   }
   smtp::reframer_options framing{settings.smtp.bare_line_endings, settings.limits.max_message_size};
@@ -406,8 +408,7 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
   const body_transfer body = co_await transfer_body(io, *backend_, reframer, std::move(header), pace);
   if (body.end != body_end::complete) {
     // The client vanished mid-message: the backend must never see the final dot.
-    backend_->abort();
-    backend_.reset();
+    drop_backend();
     log::event("message")
         .add("session", session_.id)
         .add("result", "aborted")
@@ -427,8 +428,7 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
   if (reframer.error() != smtp::reframe_error::none) {
     // The backend holds a partial message; dropping the connection is the
     // only way to make sure it is never delivered.
-    backend_->abort();
-    backend_.reset();
+    drop_backend();
     result = "rejected";
     const bool too_big = reframer.error() == smtp::reframe_error::too_big;
     reason = too_big ? "too_big" : "bare_line_ending";

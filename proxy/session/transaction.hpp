@@ -83,7 +83,11 @@ class transaction {
   };
 
   net::awaitable<bool> ensure_backend(const smtp::client_identity& client);
-  std::optional<local_refusal> check_mail(smtp::path_argument& path);
+  bool backend_open() const noexcept { return backend_ && backend_->is_open(); }
+  /// Closes the backend connection at once: a partial message on it is never delivered.
+  void drop_backend() noexcept;
+  /// `smtputf8`: the MAIL carries SMTPUTF8.
+  std::optional<local_refusal> check_mail(smtp::path_argument& path, bool smtputf8);
   void mail_accepted(const std::string& sender, bool smtputf8);
   void forget_transaction() noexcept;
 
