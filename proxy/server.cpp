@@ -40,11 +40,22 @@ bool uses_tls(const config& settings) {
 }
 
 std::shared_ptr<const auth::user_db> load_users(const config& settings) {
+  std::shared_ptr<const auth::user_db> users;
   try {
-    return std::make_shared<const auth::user_db>(auth::user_db::load(settings.auth.users_file));
+    users = std::make_shared<const auth::user_db>(auth::user_db::load(settings.auth.users_file));
   } catch (const std::exception& e) {
     throw config_error(std::string("auth.users_file: ") + e.what());
   }
+  // Clients take the strongest mechanism offered and rarely fall back, so a
+  // user without the secret is a user who cannot log in from such a client.
+  const auto& offered = settings.auth.mechanisms;
+  if (std::find(offered.begin(), offered.end(), "SCRAM-SHA-256") != offered.end())
+    if (const auto missing = users->without_scram_secret(); missing > 0)
+      log::event("warning")
+          .add("reason", "SCRAM-SHA-256 is offered but some users have no scram_sha256 secret (smtpguard passwd "
+                         "prints one)")
+          .add("users", static_cast<std::uint64_t>(missing));
+  return users;
 }
 
 std::shared_ptr<asio::ssl::context> load_tls(const config& settings) {

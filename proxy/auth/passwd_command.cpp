@@ -1,3 +1,4 @@
+#include <charconv>
 #include <istream>
 #include <ostream>
 #include <stdexcept>
@@ -8,6 +9,7 @@
 #include <openssl/mem.h>
 
 #include "auth/passwords.hpp"
+#include "auth/scram_secret.hpp"
 #include "auth/user_db.hpp"
 
 namespace smtpguard::auth {
@@ -19,9 +21,12 @@ constexpr int exit_usage = 2;
 
 constexpr std::string_view usage =
     "usage: smtpguard passwd [--scheme yescrypt|bcrypt|sha512-crypt] [--user NAME]\n"
+    "                        [--scram-iterations N]\n"
     "Reads one password line on standard input and prints a users-file entry:\n"
-    "  {\"name\": NAME, \"password\": <crypt(3) hash>, \"cram_md5\": <HMAC-MD5 context>}\n"
-    "The default scheme is yescrypt and the default name \"user\".\n";
+    "  {\"name\": NAME, \"password\": <crypt(3) hash>, \"cram_md5\": <HMAC-MD5 context>,\n"
+    "   \"scram_sha256\": <SCRAM-SHA-256 salt, iterations and keys (RFC 5803)>}\n"
+    "The default scheme is yescrypt, the default name \"user\" and the default\n"
+    "SCRAM iteration count 4096 (at least 4096).\n";
 
 // Wipes the password from memory however the command ends.
 struct wiped_string {
@@ -37,6 +42,7 @@ struct wiped_string {
 int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& out, std::ostream& err) {
   hash_scheme scheme = hash_scheme::yescrypt;
   std::string user = "user";
+  std::uint32_t scram_iterations = scram_default_iterations;
 
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -52,7 +58,7 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
       out << usage;
       return exit_ok;
     }
-    if (option != "--scheme" && option != "--user") {
+    if (option != "--scheme" && option != "--user" && option != "--scram-iterations") {
       err << "passwd: unknown option \"" << arg << "\"\n" << usage;
       return exit_usage;
     }
@@ -70,6 +76,15 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
         return exit_usage;
       }
       scheme = *parsed;
+    } else if (option == "--scram-iterations") {
+      const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), scram_iterations);
+      if (error != std::errc() || end != value.data() + value.size() ||
+          scram_iterations < scram_min_iterations || scram_iterations > scram_max_iterations) {
+        err << "passwd: --scram-iterations must be a number from " << scram_min_iterations << " to "
+            << scram_max_iterations << "\n"
+            << usage;
+        return exit_usage;
+      }
     } else {
       if (value.empty()) {
         err << "passwd: the user name must not be empty\n" << usage;
@@ -100,6 +115,14 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
     entry["name"] = user;
     entry["password"] = hash_password(password.value, scheme);
     entry["cram_md5"] = cram_md5_context_to_hex(make_cram_md5_context(password.value));
+    // RFC 5802 derives the keys from the SASLprepped password, as clients do.
+    wiped_string prepared;
+    if (auto normalised = saslprep(password.value)) {
+      prepared.value = std::move(*normalised);
+      entry["scram_sha256"] = scram_secret_to_text(make_scram_secret(prepared.value, scram_iterations));
+    } else {
+      err << "passwd: the password has characters SASLprep prohibits; no SCRAM-SHA-256 secret written\n";
+    }
     out << entry.dump() << '\n';
   } catch (const std::exception& e) {
     err << "passwd: " << e.what() << '\n';

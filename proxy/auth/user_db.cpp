@@ -116,6 +116,17 @@ cram_md5_context read_cram_md5(const json& value, const std::string& path) {
   return *ctx;
 }
 
+scram_secret read_scram_sha256(const json& value, const std::string& path) {
+  if (!value.is_string()) fail(path, "expected a string");
+  const auto secret = scram_secret_from_text(value.get_ref<const std::string&>());
+  if (!secret)
+    fail(path, "expected \"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>\" (RFC 5803) or "
+               "\"{SCRAM-SHA-256}<iterations>,<salt>,<StoredKey>,<ServerKey>\", base64 fields, " +
+               std::to_string(scram_min_iterations) + " to " + std::to_string(scram_max_iterations) +
+               " iterations");
+  return *secret;
+}
+
 std::vector<std::string> read_senders(const json& value, const std::string& path) {
   if (!value.is_array()) fail(path, "expected an array");
   std::vector<std::string> senders;
@@ -173,6 +184,7 @@ user_record read_user(const json& value, const std::string& path) {
     if (key == "name") user.name = read_name(field, field_path);
     else if (key == "password") user.password_hash = read_password_hash(field, field_path);
     else if (key == "cram_md5") user.cram_md5 = read_cram_md5(field, field_path);
+    else if (key == "scram_sha256") user.scram_sha256 = read_scram_sha256(field, field_path);
     else if (key == "senders") user.senders = read_senders(field, field_path);
     else if (key == "client_certificates") user.client_certificates = read_certificate_matches(field, field_path);
     else if (key == "relay_by_certificate") {
@@ -213,6 +225,8 @@ user_db user_db::parse(const json& document) {
     const auto& stored = db.users_.emplace(name, std::move(user)).first->second;
     if (!stored.password_hash.empty() && !is_locked(stored.password_hash))
       usable_hashes.push_back(&stored.password_hash);
+    if (stored.scram_sha256 && db.dummy_scram_iterations_ == scram_default_iterations)
+      db.dummy_scram_iterations_ = stored.scram_sha256->iterations;
   }
   // One dummy per cost class; each real user stands for one share of the
   // unknown names, so unknown names cost what real users cost, in the same
@@ -312,6 +326,33 @@ bool user_db::verify_cram_md5(std::string_view user, std::string_view challenge,
   const bool matches = constant_time_equal(
       std::string_view(reinterpret_cast<const char*>(expected.data()), expected.size()), digest);
   return usable && matches;
+}
+
+std::size_t user_db::without_scram_secret() const noexcept {
+  return static_cast<std::size_t>(std::count_if(
+      users_.begin(), users_.end(), [](const auto& entry) { return !entry.second.scram_sha256; }));
+}
+
+scram_secret user_db::scram_secret_for(std::string_view user) const {
+  if (const user_record* record = find(user); record != nullptr && record->scram_sha256)
+    return *record->scram_sha256;
+  // Keyed hashes of the name: the same salt every time it is asked for, and
+  // a stored key no one knows a preimage of.
+  auto keyed = [&](std::string_view label) {
+    std::array<std::uint8_t, 32> digest{};
+    unsigned int length = 0;
+    const std::string message = std::string(label) + '\0' + std::string(user);
+    HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(),
+         reinterpret_cast<const std::uint8_t*>(message.data()), message.size(), digest.data(), &length);
+    return digest;
+  };
+  scram_secret made_up;
+  made_up.iterations = dummy_scram_iterations_;
+  const auto salt = keyed("scram salt");
+  made_up.salt.assign(reinterpret_cast<const char*>(salt.data()), 16);
+  made_up.stored_key = keyed("scram stored key");
+  made_up.server_key = keyed("scram server key");
+  return made_up;
 }
 
 bool user_db::sender_allowed(std::string_view user, std::string_view address) const {

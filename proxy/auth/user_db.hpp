@@ -1,6 +1,6 @@
 #pragma once
-// The users file (JSON): {"users": [{"name", "password", "cram_md5", "senders",
-// "client_certificates", "relay_by_certificate"}]}.
+// The users file (JSON): {"users": [{"name", "password", "cram_md5",
+// "scram_sha256", "senders", "client_certificates", "relay_by_certificate"}]}.
 #include <array>
 #include <cstdint>
 #include <iosfwd>
@@ -15,6 +15,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "auth/passwords.hpp"
+#include "auth/scram_secret.hpp"
 
 namespace smtpguard::auth {
 
@@ -22,6 +23,7 @@ struct user_record {
   std::string name;
   std::string password_hash;                  ///< crypt(3) string; empty: no password login
   std::optional<cram_md5_context> cram_md5;   ///< absent: CRAM-MD5 refused for this user
+  std::optional<scram_secret> scram_sha256;   ///< absent: SCRAM-SHA-256 fails for this user
   std::vector<std::string> senders;           ///< "a@b" exact, "@b" whole domain; empty: any sender
   /// Verified client certificates that are this user: "cn:NAME", "email:ADDRESS", "sha256:HEX".
   std::vector<std::string> client_certificates;
@@ -41,6 +43,8 @@ class user_db {
   /// cache keys on, so that a reload forgets everything verified before it.
   std::uint64_t generation() const noexcept { return generation_; }
   std::size_t size() const noexcept { return users_.size(); }
+  /// How many users have no SCRAM-SHA-256 secret (and so cannot use it).
+  std::size_t without_scram_secret() const noexcept;
 
   /// Verifies a PLAIN/LOGIN password. Slow: call off the I/O threads. An
   /// unknown user costs what a wrong password for a real user costs (a dummy
@@ -48,6 +52,11 @@ class user_db {
   bool verify_password(std::string_view user, std::string_view password) const;
   /// Verifies a CRAM-MD5 digest (16 raw octets) in constant time.
   bool verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const;
+  /// The user's SCRAM-SHA-256 secret. A user without one, or an unknown
+  /// name, gets a made-up secret that no password matches, with a salt
+  /// stable per name and the iteration count real users have, so the
+  /// server's first SCRAM message does not tell which names are real.
+  scram_secret scram_secret_for(std::string_view user) const;
   /// The user a verified client certificate belongs to, or nullptr. A SHA-256
   /// fingerprint entry wins over an e-mail entry, which wins over a CN entry.
   const user_record* find_by_certificate(std::string_view sha256, std::span<const std::string> emails,
@@ -64,6 +73,7 @@ class user_db {
   std::vector<std::string> dummy_hashes_;    ///< one per cost class of the users' hashes
   std::vector<std::size_t> dummy_for_user_;  ///< per user with a usable hash: its class's dummy
   std::array<std::uint8_t, 32> dummy_key_{};
+  std::uint32_t dummy_scram_iterations_ = scram_default_iterations;
   // "sha256:...", "email:...", "cn:..." (normalised) -> user name.
   std::unordered_map<std::string, std::string> certificate_owners_;
 };

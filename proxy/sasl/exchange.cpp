@@ -35,6 +35,9 @@ constexpr int stage_login_password = 3;
 constexpr int stage_cram_md5_response = 4;
 constexpr int stage_done = 5;
 constexpr int stage_external_response = 6;
+constexpr int stage_scram_first = 7;
+constexpr int stage_scram_final = 8;
+constexpr int stage_scram_acknowledged = 9;
 
 step make_step(step::kind what, std::string text = {}) { return step{what, std::move(text)}; }
 
@@ -49,8 +52,8 @@ std::optional<std::uint8_t> hex_value(char c) {
 // the state the session can observe.
 class transitions {
  public:
-  transitions(int& stage, proof& out, const std::string& cram_challenge)
-      : stage_(stage), out_(out), cram_challenge_(cram_challenge) {}
+  transitions(int& stage, proof& out, const std::string& cram_challenge, scram_server* scram)
+      : stage_(stage), out_(out), cram_challenge_(cram_challenge), scram_(scram) {}
 
   step finish(step::kind what) {
     stage_ = stage_done;
@@ -132,25 +135,58 @@ class transitions {
     return finish(step::kind::complete);
   }
 
+  step scram_first(std::string_view message) {
+    const auto server_first = scram_->first(message);
+    if (!server_first) return finish(step::kind::malformed);
+    stage_ = stage_scram_final;
+    return make_step(step::kind::challenge, base64_encode(*server_first));
+  }
+
+  // A wrong proof completes the exchange unverified: the session answers it
+  // as any wrong password (delay, failure counts, 535), not as bad syntax.
+  step scram_final(std::string_view message) {
+    const auto verdict = scram_->final(message);
+    if (verdict == scram_server::verdict::malformed) return finish(step::kind::malformed);
+    out_ = scram_proof{scram_->authzid(), scram_->user(), false};
+    if (verdict == scram_server::verdict::wrong_proof) return finish(step::kind::complete);
+    // RFC 4954 section 4: data sent with success goes in one more 334,
+    // which the client answers with an empty line.
+    stage_ = stage_scram_acknowledged;
+    return make_step(step::kind::challenge, base64_encode(scram_->server_final()));
+  }
+
+  step scram_acknowledged(std::string_view message) {
+    if (!message.empty()) return finish(step::kind::malformed);
+    std::get<scram_proof>(out_).verified = true;
+    return finish(step::kind::complete);
+  }
+
  private:
   int& stage_;
   proof& out_;
   const std::string& cram_challenge_;
+  scram_server* scram_;
 };
 
 }  // namespace
 
-server_exchange::server_exchange(mechanism m, std::string cram_challenge)
+server_exchange::server_exchange(mechanism m, std::string cram_challenge, scram_setup scram)
     : mechanism_(m), cram_challenge_(std::move(cram_challenge)) {
   // A fixed (empty) challenge would make every CRAM-MD5 response replayable.
   if (mechanism_ == mechanism::cram_md5 && cram_challenge_.empty())
     throw std::invalid_argument("CRAM-MD5 needs a challenge");
+  if (mechanism_ == mechanism::scram_sha_256) {
+    if (!scram.lookup) throw std::invalid_argument("SCRAM-SHA-256 needs the users' secrets");
+    scram_ = std::make_unique<scram_server>(std::move(scram.lookup), std::move(scram.nonce));
+  }
 }
+
+server_exchange::~server_exchange() = default;
 
 step server_exchange::start(std::string_view initial_response, bool has_initial_response) {
   // Out-of-order calls are a caller bug: refuse them but keep what was gathered.
   if (stage_ != stage_idle) return make_step(step::kind::malformed);
-  transitions t(stage_, proof_, cram_challenge_);
+  transitions t(stage_, proof_, cram_challenge_, scram_.get());
 
   // RFC 4954 section 4: "=" stands for an empty initial response; "*" only
   // cancels an answer to a challenge, so here it is just bad base64.
@@ -181,13 +217,17 @@ step server_exchange::start(std::string_view initial_response, bool has_initial_
       if (decoded) return t.external_authzid(*decoded);
       stage_ = stage_external_response;
       return make_step(step::kind::challenge);
+    case mechanism::scram_sha_256:
+      if (decoded) return t.scram_first(*decoded);
+      stage_ = stage_scram_first;
+      return make_step(step::kind::challenge);
   }
   return t.finish(step::kind::malformed);
 }
 
 step server_exchange::respond(std::string_view line) {
   if (stage_ == stage_idle || stage_ == stage_done) return make_step(step::kind::malformed);
-  transitions t(stage_, proof_, cram_challenge_);
+  transitions t(stage_, proof_, cram_challenge_, scram_.get());
   if (line == "*") return t.finish(step::kind::cancelled);
   const std::optional<std::string> decoded = base64_decode(line);
   if (!decoded) return t.finish(step::kind::malformed);
@@ -198,6 +238,9 @@ step server_exchange::respond(std::string_view line) {
     case stage_login_password: return t.login_password(*decoded);
     case stage_cram_md5_response: return t.cram_md5_response(*decoded);
     case stage_external_response: return t.external_authzid(*decoded);
+    case stage_scram_first: return t.scram_first(*decoded);
+    case stage_scram_final: return t.scram_final(*decoded);
+    case stage_scram_acknowledged: return t.scram_acknowledged(*decoded);
     default: return t.finish(step::kind::malformed);
   }
 }

@@ -1,11 +1,13 @@
 #pragma once
 // Server side of one SASL exchange (RFC 4954 section 4) as a pure state
 // machine: the session feeds it client lines and sends what it returns.
+#include <memory>
 #include <string>
 #include <string_view>
 #include <variant>
 
 #include "sasl/mechanism.hpp"
+#include "sasl/scram.hpp"
 
 namespace smtpguard::sasl {
 
@@ -39,12 +41,31 @@ struct cram_md5_proof {
 struct external_proof {
   std::string user;  ///< the requested authorization identity; empty: the certificate's own
 };
-using proof = std::variant<password_proof, cram_md5_proof, external_proof>;
+/// SCRAM-SHA-256: the exchange checks the proof itself against the stored
+/// key (cheap: two HMACs and a hash) and has already proved the server to
+/// the client when `verified` is true.
+struct scram_proof {
+  std::string authzid;  ///< non-empty only when different from the user
+  std::string user;
+  bool verified = false;
+};
+using proof = std::variant<password_proof, cram_md5_proof, external_proof, scram_proof>;
+
+/// What SCRAM-SHA-256 needs from the session: the users' stored secrets and
+/// the server's half of the nonce (make_scram_nonce()).
+struct scram_setup {
+  scram_server::secret_lookup lookup;
+  std::string nonce;
+};
 
 class server_exchange {
  public:
-  /// `cram_challenge` is the full "<...@host>" string, used only for CRAM-MD5.
-  explicit server_exchange(mechanism m, std::string cram_challenge = {});
+  /// `cram_challenge` is the full "<...@host>" string, used only for CRAM-MD5;
+  /// `scram` is used only for SCRAM-SHA-256.
+  explicit server_exchange(mechanism m, std::string cram_challenge = {}, scram_setup scram = {});
+  ~server_exchange();
+  server_exchange(const server_exchange&) = delete;
+  server_exchange& operator=(const server_exchange&) = delete;
 
   /// Starts the exchange. `initial_response` is the AUTH command's second
   /// argument if present ("=" means an empty initial response, RFC 4954).
@@ -61,6 +82,9 @@ class server_exchange {
   std::string cram_challenge_;
   int stage_ = 0;
   proof proof_;
+  /// Only for SCRAM-SHA-256, and on the heap: the exchange lives in a
+  /// coroutine frame, and frames are recycled by size.
+  std::unique_ptr<scram_server> scram_;
 };
 
 /// A fresh CRAM-MD5 challenge "<random.unixtime@hostname>" (RFC 2195), with

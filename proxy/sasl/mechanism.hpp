@@ -4,9 +4,9 @@
 
 namespace smtpguard::sasl {
 
-enum class mechanism { plain, login, cram_md5, external };
+enum class mechanism { plain, login, cram_md5, external, scram_sha_256 };
 
-/// Case-insensitive lookup of "PLAIN", "LOGIN", "CRAM-MD5", "EXTERNAL".
+/// Case-insensitive lookup of "PLAIN", "LOGIN", "CRAM-MD5", "EXTERNAL", "SCRAM-SHA-256".
 std::optional<mechanism> parse_mechanism(std::string_view name);
 /// Canonical upper-case name.
 std::string_view mechanism_name(mechanism m);

@@ -507,9 +507,7 @@ class client_session final : public net::reply_observer {
       const outcome ended = co_await locked_out(io, mechanism_label, auth::lockout_scope::ip, {});
       co_return ended;
     }
-    sasl::server_exchange exchange(*mechanism, *mechanism == sasl::mechanism::cram_md5
-                                                   ? sasl::make_cram_md5_challenge(settings_.hostname)
-                                                   : std::string{});
+    sasl::server_exchange exchange = new_exchange(*mechanism);
     sasl::step step = exchange.start(initial, has_initial);
     while (step.what == sasl::step::kind::challenge) {
       io.queue("334 " + step.text + "\r\n");
@@ -605,6 +603,19 @@ class client_session final : public net::reply_observer {
     }
     io.queue(replies::auth_invalid);
     co_return outcome::next;
+  }
+
+  /// Made outside the coroutine, so that what only some mechanisms need
+  /// does not take room in every AUTH's frame.
+  sasl::server_exchange new_exchange(sasl::mechanism mechanism) const {
+    if (mechanism == sasl::mechanism::cram_md5)
+      return sasl::server_exchange(mechanism, sasl::make_cram_md5_challenge(settings_.hostname));
+    if (mechanism == sasl::mechanism::scram_sha_256)
+      return sasl::server_exchange(
+          mechanism, {},
+          {[users = rt_.users](std::string_view user) { return users->scram_secret_for(user); },
+           sasl::make_scram_nonce()});
+    return sasl::server_exchange(mechanism);
   }
 
   /// AUTH refused because of a lockout: 454 without looking at the

@@ -21,6 +21,9 @@ bool check(const auth::user_db& users, const sasl::proof& proof) {
   }
   if (const auto* cram = std::get_if<sasl::cram_md5_proof>(&proof))
     return users.verify_cram_md5(cram->user, cram->challenge, cram->digest);
+  // The exchange checked the proof against the stored key itself.
+  if (const auto* scram = std::get_if<sasl::scram_proof>(&proof))
+    return scram->verified && scram->authzid.empty();
   return false;  // EXTERNAL carries no secret; the session checks the certificate itself
 }
 

@@ -1,6 +1,8 @@
 // Server side of SASL (RFC 4954) and its base64. Input: [mechanism and
 // initial-response flag] then client lines: the initial response (when
-// flagged) and the answers to each challenge.
+// flagged) and the answers to each challenge. Bit 0x8 of the first byte
+// picks SCRAM-SHA-256, whose secret and server nonce are RFC 7677's, so the
+// corpus can hold that RFC's whole exchange.
 // The exchange must end in exactly one terminal step, never accept more
 // input afterwards, and hand the verifier only credentials within the
 // documented bounds.
@@ -9,6 +11,7 @@
 #include <string_view>
 #include <variant>
 
+#include "auth/scram_secret.hpp"
 #include "fuzz_support.hpp"
 #include "sasl/base64.hpp"
 #include "sasl/exchange.hpp"
@@ -22,6 +25,14 @@ using kind = sasl::step::kind;
 
 // Fixed, so runs are reproducible; a real one comes from make_cram_md5_challenge.
 constexpr std::string_view cram_challenge = "<1896.697170952@mx.example.test>";
+constexpr std::string_view scram_nonce = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+
+// Derived once: 4096 PBKDF2 rounds per input would starve the fuzzer.
+const smtpguard::auth::scram_secret& pencil() {
+  static const auto secret = smtpguard::auth::make_scram_secret(
+      "pencil", *sasl::base64_decode("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096);
+  return secret;
+}
 
 void check_base64(std::string_view text) {
   const auto decoded = sasl::base64_decode(text);
@@ -48,6 +59,13 @@ void check_credentials(const sasl::server_exchange& exchange) {
     FUZZ_CHECK(exchange.which() == sasl::mechanism::cram_md5);
     FUZZ_CHECK(cram->challenge == cram_challenge && cram->digest.size() == 16);
     FUZZ_CHECK(!cram->user.empty() && cram->user.size() <= 255 && cram->user.find('\0') == std::string::npos);
+  } else if (const auto* scram = std::get_if<sasl::scram_proof>(&p)) {
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::scram_sha_256);
+    FUZZ_CHECK(!scram->user.empty() && scram->user.size() <= 255 &&
+               scram->user.find('\0') == std::string::npos);
+    FUZZ_CHECK(scram->authzid.size() <= 255 && scram->authzid != scram->user);
+    // Only RFC 7677's own user and proof can verify against its secret.
+    if (scram->verified) FUZZ_CHECK(scram->user == "user");
   } else {
     const auto& external = std::get<sasl::external_proof>(p);
     FUZZ_CHECK(exchange.which() == sasl::mechanism::external);
@@ -64,6 +82,10 @@ bool same_proof(const sasl::proof& a, const sasl::proof& b) {
   if (const auto* x = std::get_if<sasl::cram_md5_proof>(&a)) {
     const auto& y = std::get<sasl::cram_md5_proof>(b);
     return x->user == y.user && x->challenge == y.challenge && x->digest == y.digest;
+  }
+  if (const auto* x = std::get_if<sasl::scram_proof>(&a)) {
+    const auto& y = std::get<sasl::scram_proof>(b);
+    return x->user == y.user && x->authzid == y.authzid && x->verified == y.verified;
   }
   return std::get<sasl::external_proof>(a).user == std::get<sasl::external_proof>(b).user;
 }
@@ -82,7 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 1) return 0;
   static constexpr sasl::mechanism mechanisms[] = {sasl::mechanism::plain, sasl::mechanism::login,
                                                    sasl::mechanism::cram_md5, sasl::mechanism::external};
-  const sasl::mechanism mechanism = mechanisms[data[0] & 0x3];
+  const sasl::mechanism mechanism =
+      (data[0] & 0x8) ? sasl::mechanism::scram_sha_256 : mechanisms[data[0] & 0x3];
   const bool has_initial_response = data[0] & 0x4;
   const auto lines = smtpguard::fuzz::split_lines(smtpguard::fuzz::as_view(data + 1, size - 1));
 
@@ -91,7 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (const auto m = sasl::parse_mechanism(line)) FUZZ_CHECK(smtpguard::smtp::iequals(sasl::mechanism_name(*m), line));
   }
 
-  sasl::server_exchange exchange(mechanism, std::string(cram_challenge));
+  sasl::server_exchange exchange(mechanism, std::string(cram_challenge),
+                                 {[](std::string_view) { return pencil(); }, std::string(scram_nonce)});
   std::size_t next = 0;
   std::string_view initial;
   if (has_initial_response && next < lines.size()) initial = lines[next++];

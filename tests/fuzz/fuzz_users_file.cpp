@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/passwords.hpp"
+#include "auth/scram_secret.hpp"
 #include "auth/user_db.hpp"
 #include "fuzz_support.hpp"
 #include "smtp/chars.hpp"
@@ -46,6 +47,19 @@ void check_cram_hex(std::string_view text) {
   FUZZ_CHECK(auth::cram_md5_context_from_hex(hex) == ctx);
 }
 
+// A secret that parses prints back in RFC 5803's form, which parses to the
+// same secret.
+void check_scram_text(std::string_view text) {
+  const auto secret = auth::scram_secret_from_text(text);
+  if (!secret) return;
+  FUZZ_CHECK(secret->iterations >= auth::scram_min_iterations &&
+             secret->iterations <= auth::scram_max_iterations);
+  FUZZ_CHECK(!secret->salt.empty());
+  const auto again = auth::scram_secret_from_text(auth::scram_secret_to_text(*secret));
+  FUZZ_CHECK(again && again->iterations == secret->iterations && again->salt == secret->salt &&
+             again->stored_key == secret->stored_key && again->server_key == secret->server_key);
+}
+
 void check_user(const auth::user_db& db, const json& entry) {
   const std::string& name = entry["name"].get_ref<const std::string&>();
   const auth::user_record* user = db.find(name);
@@ -74,6 +88,9 @@ void check_user(const auth::user_db& db, const json& entry) {
   // Both are constant-time by design: exercise them, whatever they answer.
   (void)db.verify_password(name, "password");
   (void)db.verify_cram_md5(name, "<1.2@host>", std::string(16, '\0'));
+  const auth::scram_secret scram = db.scram_secret_for(name);
+  if (user->scram_sha256) FUZZ_CHECK(scram.stored_key == user->scram_sha256->stored_key);
+  FUZZ_CHECK(scram.iterations >= auth::scram_min_iterations && !scram.salt.empty());
 }
 
 }  // namespace
@@ -81,6 +98,7 @@ void check_user(const auth::user_db& db, const json& entry) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text = smtpguard::fuzz::as_view(data, size);
   check_cram_hex(text);
+  check_scram_text(text);
 
   // Syntax errors are json's business; user_db::load reports them itself.
   const json document = json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "auth/passwords.hpp"
+#include "auth/scram_secret.hpp"
 #include "auth/user_db.hpp"
 
 namespace smtpguard::auth {
@@ -40,7 +41,7 @@ TEST(auth_passwd_command, default_entry_verifies) {
   ASSERT_TRUE(r.out.ends_with("\n"));
   EXPECT_EQ(r.out.find('\n'), r.out.size() - 1) << "one line";
   const auto entry = nlohmann::json::parse(r.out);
-  EXPECT_EQ(entry.size(), 3u);
+  EXPECT_EQ(entry.size(), 4u);
   EXPECT_EQ(entry.at("name"), "user");
   EXPECT_TRUE(entry.at("password").get<std::string>().starts_with("$y$"));
   EXPECT_EQ(r.out.find("{\"name\""), 0u) << "name comes first";
@@ -54,6 +55,35 @@ TEST(auth_passwd_command, default_entry_verifies) {
   std::string digest_bytes(digest.begin(), digest.end());
   EXPECT_TRUE(db.verify_cram_md5("user", "<4874.1007276777@asao.gcd.org>", digest_bytes));
   EXPECT_EQ(digest_bytes, "\x56\x2e\xae\xac\xde\x6c\x42\x33\xd6\x3c\x66\xb1\xd2\x68\xf5\x86");
+
+  // The SCRAM secret is the one the password derives with the printed salt.
+  const std::string scram_text = entry.at("scram_sha256");
+  const auto scram = scram_secret_from_text(scram_text);
+  ASSERT_TRUE(scram) << scram_text;
+  EXPECT_TRUE(scram_text.starts_with("SCRAM-SHA-256$4096:")) << scram_text;
+  const scram_secret expected = make_scram_secret("secret phrase", scram->salt, scram->iterations);
+  EXPECT_EQ(scram->stored_key, expected.stored_key);
+  EXPECT_EQ(scram->server_key, expected.server_key);
+  EXPECT_EQ(db.scram_secret_for("user").stored_key, expected.stored_key);
+}
+
+TEST(auth_passwd_command, scram_secret_of_the_saslprepped_password) {
+  // U+00AA is NFKC "a", the form clients derive their proof from.
+  const result r = run({"--scram-iterations=5000"}, "p\xC2\xAAss\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto scram = scram_secret_from_text(nlohmann::json::parse(r.out).at("scram_sha256").get<std::string>());
+  ASSERT_TRUE(scram);
+  EXPECT_EQ(scram->iterations, 5000u);
+  EXPECT_EQ(scram->stored_key, make_scram_secret("pass", scram->salt, 5000).stored_key);
+}
+
+TEST(auth_passwd_command, no_scram_secret_for_a_password_saslprep_prohibits) {
+  const result r = run({}, "bell\x07\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto entry = nlohmann::json::parse(r.out);
+  EXPECT_FALSE(entry.contains("scram_sha256"));
+  EXPECT_TRUE(entry.contains("password"));
+  EXPECT_NE(r.err.find("SASLprep"), std::string::npos) << r.err;
 }
 
 TEST(auth_passwd_command, scheme_and_user_options) {
@@ -81,7 +111,9 @@ TEST(auth_passwd_command, help) {
 
 TEST(auth_passwd_command, usage_errors) {
   for (const auto& args : std::vector<std::vector<std::string>>{
-           {"--scheme", "md5"}, {"--scheme"}, {"--user"}, {"--user", ""}, {"--bogus"}, {"extra"}, {"--help=1"}}) {
+           {"--scheme", "md5"}, {"--scheme"}, {"--user"}, {"--user", ""}, {"--bogus"}, {"extra"}, {"--help=1"},
+           {"--scram-iterations", "4095"}, {"--scram-iterations=10000001"}, {"--scram-iterations=4096x"},
+           {"--scram-iterations"}}) {
     const result r = run(args, "secret phrase\n");
     EXPECT_EQ(r.code, 2) << args.front();
     EXPECT_EQ(r.out, "");

@@ -151,6 +151,34 @@ TEST(auth_user_db, sender_allowed) {
     EXPECT_EQ(db.sender_allowed(r.user, r.address), r.allowed) << r.user << " " << r.address;
 }
 
+TEST(auth_user_db, scram_secrets) {
+  const scram_secret real = make_scram_secret("pencil", "0123456789abcdef", 8192);
+  const user_db db = user_db::parse(json{{"users",
+                                          {{{"name", "sengoku"}, {"scram_sha256", scram_secret_to_text(real)}},
+                                           {{"name", "nosecret"}, {"password", sengoku_hash()}}}}});
+  const scram_secret found = db.scram_secret_for("sengoku");
+  EXPECT_EQ(found.stored_key, real.stored_key);
+  EXPECT_EQ(found.server_key, real.server_key);
+  EXPECT_EQ(found.salt, real.salt);
+
+  // Unknown names and users without a secret look like real users: the same
+  // salt each time for a name, different salts for different names, the
+  // real users' iteration count, and keys nobody holds.
+  for (const char* name : {"nosecret", "nobody"}) {
+    const scram_secret made_up = db.scram_secret_for(name);
+    EXPECT_EQ(made_up.iterations, 8192u) << name;
+    EXPECT_EQ(made_up.salt.size(), 16u);
+    EXPECT_EQ(made_up.salt, db.scram_secret_for(name).salt) << name;
+    EXPECT_NE(made_up.stored_key, real.stored_key);
+    EXPECT_NE(made_up.stored_key, scram_secret{}.stored_key);
+  }
+  EXPECT_NE(db.scram_secret_for("nobody").salt, db.scram_secret_for("nobody2").salt);
+  // Keyed per parsed file: another process (or a reload) gives other salts.
+  const user_db again = user_db::parse(json{{"users", json::array()}});
+  EXPECT_NE(again.scram_secret_for("nobody").salt, db.scram_secret_for("nobody").salt);
+  EXPECT_EQ(again.scram_secret_for("nobody").iterations, scram_default_iterations);
+}
+
 TEST(auth_user_db, errors_name_the_json_path) {
   struct row {
     std::string document;
@@ -177,6 +205,11 @@ TEST(auth_user_db, errors_name_the_json_path) {
            row{R"({"users": [{"name": "a", "cram_md5": ")" + std::string(63, '0') + R"(g"}]})",
                "users[0].cram_md5: expected 64 hex digits"},
            row{R"({"users": [{"name": "a", "cram_md5": null}]})", "users[0].cram_md5: expected a string"},
+           row{R"({"users": [{"name": "a", "scram_sha256": 1}]})", "users[0].scram_sha256: expected a string"},
+           row{R"({"users": [{"name": "a", "scram_sha256": "SCRAM-SHA-256$1:AA==$AA==:AA=="}]})",
+               "users[0].scram_sha256: expected \"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>\" "
+               "(RFC 5803) or \"{SCRAM-SHA-256}<iterations>,<salt>,<StoredKey>,<ServerKey>\", base64 fields, "
+               "4096 to 10000000 iterations"},
            row{R"({"users": [{"name": "a", "senders": "a@b"}]})", "users[0].senders: expected an array"},
            row{R"({"users": [{"name": "a", "senders": ["a@b", 3]}]})", "users[0].senders[1]: expected a string"},
            row{R"({"users": [{"name": "a", "senders": ["a@b", "nodomain"]}]})",
