@@ -252,9 +252,9 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
     if (!item.is_string()) fail(p, "expected a string");
     std::string m = item.get<std::string>();
     for (auto& c : m) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (m != "PLAIN" && m != "LOGIN" && m != "CRAM-MD5" && m != "SCRAM-SHA-256")
+    if (m != "PLAIN" && m != "LOGIN" && m != "CRAM-MD5" && m != "SCRAM-SHA-256" && m != "SCRAM-SHA-256-PLUS")
       fail(p, "unsupported mechanism \"" + item.get<std::string>() +
-                  "\" (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256)");
+                  "\" (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-256-PLUS)");
     return m;
   });
   r.get_duration("failure_delay_ms", auth.failure_delay, 0, 60000);

@@ -49,7 +49,8 @@ std::shared_ptr<const auth::user_db> load_users(const config& settings) {
   // Clients take the strongest mechanism offered and rarely fall back, so a
   // user without the secret is a user who cannot log in from such a client.
   const auto& offered = settings.auth.mechanisms;
-  if (std::find(offered.begin(), offered.end(), "SCRAM-SHA-256") != offered.end())
+  if (std::find(offered.begin(), offered.end(), "SCRAM-SHA-256") != offered.end() ||
+      std::find(offered.begin(), offered.end(), "SCRAM-SHA-256-PLUS") != offered.end())
     if (const auto missing = users->without_scram_secret(); missing > 0)
       log::event("warning")
           .add("reason", "SCRAM-SHA-256 is offered but some users have no scram_sha256 secret (smtpguard passwd "

@@ -175,9 +175,11 @@ server_exchange::server_exchange(mechanism m, std::string cram_challenge, scram_
   // A fixed (empty) challenge would make every CRAM-MD5 response replayable.
   if (mechanism_ == mechanism::cram_md5 && cram_challenge_.empty())
     throw std::invalid_argument("CRAM-MD5 needs a challenge");
-  if (mechanism_ == mechanism::scram_sha_256) {
+  if (mechanism_ == mechanism::scram_sha_256 || mechanism_ == mechanism::scram_sha_256_plus) {
     if (!scram.lookup) throw std::invalid_argument("SCRAM-SHA-256 needs the users' secrets");
-    scram_ = std::make_unique<scram_server>(std::move(scram.lookup), std::move(scram.nonce));
+    scram.binding.plus = mechanism_ == mechanism::scram_sha_256_plus;
+    scram_ = std::make_unique<scram_server>(std::move(scram.lookup), std::move(scram.nonce),
+                                            std::move(scram.binding));
   }
 }
 
@@ -218,6 +220,7 @@ step server_exchange::start(std::string_view initial_response, bool has_initial_
       stage_ = stage_external_response;
       return make_step(step::kind::challenge);
     case mechanism::scram_sha_256:
+    case mechanism::scram_sha_256_plus:
       if (decoded) return t.scram_first(*decoded);
       stage_ = stage_scram_first;
       return make_step(step::kind::challenge);

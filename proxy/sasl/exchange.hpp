@@ -41,7 +41,7 @@ struct cram_md5_proof {
 struct external_proof {
   std::string user;  ///< the requested authorization identity; empty: the certificate's own
 };
-/// SCRAM-SHA-256: the exchange checks the proof itself against the stored
+/// SCRAM-SHA-256 and -PLUS: the exchange checks the proof itself against the stored
 /// key (cheap: two HMACs and a hash) and has already proved the server to
 /// the client when `verified` is true.
 struct scram_proof {
@@ -51,17 +51,19 @@ struct scram_proof {
 };
 using proof = std::variant<password_proof, cram_md5_proof, external_proof, scram_proof>;
 
-/// What SCRAM-SHA-256 needs from the session: the users' stored secrets and
-/// the server's half of the nonce (make_scram_nonce()).
+/// What SCRAM-SHA-256 needs from the session: the users' stored secrets,
+/// the server's half of the nonce (make_scram_nonce()), and the TLS
+/// connection's channel binding (`binding.plus` is set by the exchange).
 struct scram_setup {
   scram_server::secret_lookup lookup;
   std::string nonce;
+  scram_binding binding;
 };
 
 class server_exchange {
  public:
   /// `cram_challenge` is the full "<...@host>" string, used only for CRAM-MD5;
-  /// `scram` is used only for SCRAM-SHA-256.
+  /// `scram` is used only for SCRAM-SHA-256 and -PLUS.
   explicit server_exchange(mechanism m, std::string cram_challenge = {}, scram_setup scram = {});
   ~server_exchange();
   server_exchange(const server_exchange&) = delete;

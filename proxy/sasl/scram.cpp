@@ -76,8 +76,8 @@ std::string_view as_text(const key& k) { return {reinterpret_cast<const char*>(k
 
 }  // namespace
 
-scram_server::scram_server(secret_lookup lookup, std::string nonce)
-    : lookup_(std::move(lookup)), nonce_(std::move(nonce)) {
+scram_server::scram_server(secret_lookup lookup, std::string nonce, scram_binding binding)
+    : lookup_(std::move(lookup)), binding_(std::move(binding)), nonce_(std::move(nonce)) {
   if (!printable_nonce(nonce_)) throw std::invalid_argument("SCRAM needs a printable server nonce");
 }
 
@@ -86,10 +86,21 @@ std::optional<std::string> scram_server::first(std::string_view client_first) {
   std::string_view rest = client_first;
 
   // gs2-header: the channel binding flag, then an optional authzid. "p="
-  // asks for channel binding, which this mechanism (without -PLUS) lacks;
-  // "y" says the client could bind but believes the server cannot: true.
+  // binds, and only -PLUS may; -PLUS must. "y" says the client could bind
+  // but believes the server cannot: if -PLUS was offered, someone removed
+  // it from the offer on the way (RFC 5802 section 6), so we must fail.
   const std::string_view flag = next_attribute(rest);
-  if (flag != "n" && flag != "y") return std::nullopt;
+  std::string binding_data;
+  if (const auto type = value_of(flag, 'p')) {
+    if (!binding_.plus || !binding_.data) return std::nullopt;
+    auto data = binding_.data(*type);
+    if (!data) return std::nullopt;
+    binding_data = std::move(*data);
+  } else if (flag == "n" || flag == "y") {
+    if (binding_.plus || (flag == "y" && binding_.plus_offered)) return std::nullopt;
+  } else {
+    return std::nullopt;
+  }
   const std::string_view authzid_attribute = next_attribute(rest);
   std::string authzid;
   if (!authzid_attribute.empty()) {
@@ -111,6 +122,7 @@ std::optional<std::string> scram_server::first(std::string_view client_first) {
   if (!name || !client_nonce || !printable_nonce(*client_nonce)) return std::nullopt;
 
   gs2_header_ = client_first.substr(0, header_size);
+  binding_data_ = std::move(binding_data);
   user_ = std::move(*name);
   // A client naming itself as the identity to act as asks nothing more.
   if (authzid != user_) authzid_ = std::move(authzid);
@@ -138,15 +150,15 @@ scram_server::verdict scram_server::final(std::string_view client_final) {
   const auto proof = base64_decode(client_final.substr(proof_at + 3));
   if (!proof || proof->size() != SHA256_DIGEST_LENGTH) return verdict::malformed;
 
-  // c= repeats the gs2-header (no channel binding data without -PLUS), so a
-  // header changed by someone in the middle fails here; r= must be the
-  // nonce as the server extended it.
+  // c= repeats the gs2-header, then for -PLUS the channel's binding data, so
+  // a header changed on the way, or a proof made on another TLS connection,
+  // fails here; r= must be the nonce as the server extended it.
   std::string_view rest = without_proof;
   const auto binding = value_of(next_attribute(rest), 'c');
   const auto nonce = value_of(next_attribute(rest), 'r');
   if (!binding || !nonce) return verdict::malformed;
   const auto header = base64_decode(*binding);
-  if (!header || *header != gs2_header_ || *nonce != nonce_) return verdict::malformed;
+  if (!header || *header != gs2_header_ + binding_data_ || *nonce != nonce_) return verdict::malformed;
 
   auth_message_ += ',';
   auth_message_ += without_proof;

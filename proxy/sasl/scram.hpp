@@ -1,8 +1,10 @@
 #pragma once
-// The server's side of SCRAM-SHA-256 (RFC 5802, RFC 7677) without I/O: it
-// parses the client's two messages, answers the first with the user's salt
-// and iteration count, and checks the proof in the second against the
-// stored key. The password never crosses the wire and is never stored.
+// The server's side of SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802,
+// RFC 7677) without I/O: it parses the client's two messages, answers the
+// first with the user's salt and iteration count, and checks the proof in the
+// second against the stored key. The password never crosses the wire and is
+// never stored. -PLUS also signs the TLS channel (RFC 5056), so a proof
+// relayed by someone in the middle of the TLS connection does not verify.
 #include <functional>
 #include <optional>
 #include <string>
@@ -12,6 +14,17 @@
 
 namespace smtpguard::sasl {
 
+/// The data of a channel binding type ("tls-exporter", "tls-unique") for
+/// this connection, or nullopt when the connection has none of that type.
+using channel_binding_lookup = std::function<std::optional<std::string>(std::string_view type)>;
+
+/// How the exchange stands towards channel binding.
+struct scram_binding {
+  bool plus = false;          ///< the mechanism is SCRAM-SHA-256-PLUS: the client must bind
+  bool plus_offered = false;  ///< -PLUS was advertised, so a client saying "y" was misled
+  channel_binding_lookup data;
+};
+
 class scram_server {
  public:
   /// The stored secret of a user. For a user who has none, or does not
@@ -20,10 +33,12 @@ class scram_server {
   using secret_lookup = std::function<auth::scram_secret(std::string_view user)>;
 
   /// `nonce`: the server's part of the nonce (printable, no ','; see make_scram_nonce).
-  scram_server(secret_lookup lookup, std::string nonce);
+  scram_server(secret_lookup lookup, std::string nonce, scram_binding binding = {});
 
   /// client-first-message -> server-first-message; nullopt when malformed,
-  /// when it asks for channel binding, or carries a mandatory extension.
+  /// when its channel binding flag does not fit the mechanism and the offer
+  /// (or names a type this connection lacks), or when it carries a mandatory
+  /// extension.
   std::optional<std::string> first(std::string_view client_first);
 
   enum class verdict { malformed, wrong_proof, verified };
@@ -38,8 +53,10 @@ class scram_server {
 
  private:
   secret_lookup lookup_;
+  scram_binding binding_;
   std::string nonce_;         ///< client's then server's part, once first() has run
-  std::string gs2_header_;    ///< "n,," or "y,a=...,": what c= must carry
+  std::string gs2_header_;    ///< "n,," or "p=tls-exporter,a=...,": what c= starts with
+  std::string binding_data_;  ///< for -PLUS: what c= carries after the header
   std::string auth_message_;  ///< client-first-bare "," server-first, until final() completes it
   std::string user_;
   std::string authzid_;

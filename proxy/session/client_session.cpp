@@ -18,6 +18,7 @@
 #include "net/line_io.hpp"
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
+#include "tls/channel_binding.hpp"
 #include "session/transaction.hpp"
 #include "smtp/capabilities.hpp"
 #include "smtp/command.hpp"
@@ -191,6 +192,7 @@ class client_session final : public net::reply_observer {
     }
     tls_ = tls::describe(stream.native_handle());
     state_.tls = true;
+    channel_binding_ = tls::can_bind(stream.native_handle());
     rt_.stats->tls_handshake(listener_.name, tls_.version, tls_.cipher, "success");
     peer_ = tls::inspect_peer(stream.native_handle());
     if (client_certificates_ != client_cert_mode::none)
@@ -476,9 +478,13 @@ class client_session final : public net::reply_observer {
   }
 
   /// The configured mechanisms, plus EXTERNAL once a verified client
-  /// certificate maps to a user.
+  /// certificate maps to a user; SCRAM-SHA-256-PLUS only on a TLS
+  /// connection it can bind to.
   std::vector<std::string_view> offered_mechanisms() const {
-    std::vector<std::string_view> names(policy_.mechanisms.begin(), policy_.mechanisms.end());
+    std::vector<std::string_view> names;
+    for (const auto& name : policy_.mechanisms)
+      if (channel_binding_ || name != sasl::mechanism_name(sasl::mechanism::scram_sha_256_plus))
+        names.push_back(name);
     if (!certificate_user_.empty()) names.push_back(sasl::mechanism_name(sasl::mechanism::external));
     return names;
   }
@@ -507,7 +513,7 @@ class client_session final : public net::reply_observer {
       const outcome ended = co_await locked_out(io, mechanism_label, auth::lockout_scope::ip, {});
       co_return ended;
     }
-    sasl::server_exchange exchange = new_exchange(*mechanism);
+    sasl::server_exchange exchange = new_exchange(*mechanism, tls_of(io.stream()));
     sasl::step step = exchange.start(initial, has_initial);
     while (step.what == sasl::step::kind::challenge) {
       io.queue("334 " + step.text + "\r\n");
@@ -605,17 +611,26 @@ class client_session final : public net::reply_observer {
     co_return outcome::next;
   }
 
+  static SSL* tls_of(tls_stream& stream) { return stream.native_handle(); }
+  static SSL* tls_of(net::tcp::socket&) { return nullptr; }
+
   /// Made outside the coroutine, so that what only some mechanisms need
-  /// does not take room in every AUTH's frame.
-  sasl::server_exchange new_exchange(sasl::mechanism mechanism) const {
+  /// does not take room in every AUTH's frame. `ssl`: the connection's TLS,
+  /// or null on a plaintext one.
+  sasl::server_exchange new_exchange(sasl::mechanism mechanism, SSL* ssl) const {
     if (mechanism == sasl::mechanism::cram_md5)
       return sasl::server_exchange(mechanism, sasl::make_cram_md5_challenge(settings_.hostname));
-    if (mechanism == sasl::mechanism::scram_sha_256)
-      return sasl::server_exchange(
-          mechanism, {},
-          {[users = rt_.users](std::string_view user) { return users->scram_secret_for(user); },
-           sasl::make_scram_nonce()});
-    return sasl::server_exchange(mechanism);
+    if (mechanism != sasl::mechanism::scram_sha_256 && mechanism != sasl::mechanism::scram_sha_256_plus)
+      return sasl::server_exchange(mechanism);
+    sasl::scram_setup scram{[users = rt_.users](std::string_view user) { return users->scram_secret_for(user); },
+                            sasl::make_scram_nonce(),
+                            {}};
+    const auto offered = offered_mechanisms();
+    scram.binding.plus_offered = std::find(offered.begin(), offered.end(), sasl::mechanism_name(
+                                               sasl::mechanism::scram_sha_256_plus)) != offered.end();
+    if (ssl != nullptr)
+      scram.binding.data = [ssl](std::string_view type) { return tls::channel_binding(ssl, type); };
+    return sasl::server_exchange(mechanism, {}, std::move(scram));
   }
 
   /// AUTH refused because of a lockout: 454 without looking at the
@@ -726,6 +741,7 @@ class client_session final : public net::reply_observer {
   tls::peer_certificate peer_;
   std::string certificate_user_;  ///< user a verified client certificate maps to
   bool greeting_sent_ = false;
+  bool channel_binding_ = false;  ///< the TLS connection can bind SCRAM-SHA-256-PLUS
   int errors_ = 0;
   int auth_failures_ = 0;
   /// Made when a command first needs it (see relay()): an idle session

@@ -1,12 +1,14 @@
 // Server side of SASL (RFC 4954) and its base64. Input: [mechanism and
 // initial-response flag] then client lines: the initial response (when
 // flagged) and the answers to each challenge. Bit 0x8 of the first byte
-// picks SCRAM-SHA-256, whose secret and server nonce are RFC 7677's, so the
-// corpus can hold that RFC's whole exchange.
+// picks SCRAM-SHA-256 (with 0x10: -PLUS, on a connection whose tls-exporter
+// data is "EXPORTED"; 0x20: -PLUS was offered), whose secret and server nonce
+// are RFC 7677's, so the corpus can hold that RFC's whole exchange.
 // The exchange must end in exactly one terminal step, never accept more
 // input afterwards, and hand the verifier only credentials within the
 // documented bounds.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -60,7 +62,8 @@ void check_credentials(const sasl::server_exchange& exchange) {
     FUZZ_CHECK(cram->challenge == cram_challenge && cram->digest.size() == 16);
     FUZZ_CHECK(!cram->user.empty() && cram->user.size() <= 255 && cram->user.find('\0') == std::string::npos);
   } else if (const auto* scram = std::get_if<sasl::scram_proof>(&p)) {
-    FUZZ_CHECK(exchange.which() == sasl::mechanism::scram_sha_256);
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::scram_sha_256 ||
+               exchange.which() == sasl::mechanism::scram_sha_256_plus);
     FUZZ_CHECK(!scram->user.empty() && scram->user.size() <= 255 &&
                scram->user.find('\0') == std::string::npos);
     FUZZ_CHECK(scram->authzid.size() <= 255 && scram->authzid != scram->user);
@@ -104,8 +107,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size < 1) return 0;
   static constexpr sasl::mechanism mechanisms[] = {sasl::mechanism::plain, sasl::mechanism::login,
                                                    sasl::mechanism::cram_md5, sasl::mechanism::external};
-  const sasl::mechanism mechanism =
-      (data[0] & 0x8) ? sasl::mechanism::scram_sha_256 : mechanisms[data[0] & 0x3];
+  const sasl::mechanism scram =
+      (data[0] & 0x10) ? sasl::mechanism::scram_sha_256_plus : sasl::mechanism::scram_sha_256;
+  const sasl::mechanism mechanism = (data[0] & 0x8) ? scram : mechanisms[data[0] & 0x3];
+  const bool plus_offered = data[0] & 0x20;
   const bool has_initial_response = data[0] & 0x4;
   const auto lines = smtpguard::fuzz::split_lines(smtpguard::fuzz::as_view(data + 1, size - 1));
 
@@ -114,8 +119,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (const auto m = sasl::parse_mechanism(line)) FUZZ_CHECK(smtpguard::smtp::iequals(sasl::mechanism_name(*m), line));
   }
 
+  sasl::scram_binding binding{false, plus_offered, [](std::string_view type) -> std::optional<std::string> {
+                                 if (type == "tls-exporter") return std::string("EXPORTED");
+                                 return std::nullopt;
+                               }};
   sasl::server_exchange exchange(mechanism, std::string(cram_challenge),
-                                 {[](std::string_view) { return pencil(); }, std::string(scram_nonce)});
+                                 {[](std::string_view) { return pencil(); }, std::string(scram_nonce),
+                                  std::move(binding)});
   std::size_t next = 0;
   std::string_view initial;
   if (has_initial_response && next < lines.size()) initial = lines[next++];

@@ -1,6 +1,7 @@
-"""AUTH SCRAM-SHA-256 (RFC 5802, RFC 7677): GNU SASL's client over STARTTLS,
-a client written from the RFC over SMTPS, and secrets from `smtpguard
-passwd` and from `gsasl --mkpasswd` (Dovecot's form)."""
+"""AUTH SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802, RFC 7677, RFC 9266):
+GNU SASL's client over STARTTLS (TLS 1.3 with tls-exporter, TLS 1.2 with
+tls-unique), a client written from the RFC over SMTPS, and secrets from
+`smtpguard passwd` and from `gsasl --mkpasswd` (Dovecot's form)."""
 
 import base64
 import hashlib
@@ -9,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import smtplib
+import ssl
 import subprocess
 
 import pytest
@@ -17,6 +20,9 @@ import harness
 from harness import ALICE, HOSTNAME, b64
 
 SCRAM_CONFIG = {"auth": {"mechanisms": ["PLAIN", "SCRAM-SHA-256"]}}
+PLUS_CONFIG = {"auth": {"mechanisms": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"]}}
+# OpenSSL's SSL_OP_NO_EXTENDED_MASTER_SECRET, which Python's ssl module does not name.
+OP_NO_EXTENDED_MASTER_SECRET = 0x1
 
 
 def gsasl_binary():
@@ -26,17 +32,27 @@ def gsasl_binary():
     return path
 
 
-def gsasl_login(guard, user, password):
-    """GNU SASL's SMTP client: STARTTLS with the test CA, then AUTH
-    SCRAM-SHA-256. Returns (exit status, everything it printed)."""
-    proc = subprocess.run(
-        [gsasl_binary(), "--smtp", f"--connect={harness.HOST}:{guard.starttls_port}", "--starttls",
-         f"--x509-ca-file={guard.cert('ca.pem')}", f"--hostname={HOSTNAME}",
-         "--mechanism=SCRAM-SHA-256", f"--authentication-id={user}", f"--password={password}",
-         # Channel binding belongs to SCRAM-SHA-256-PLUS, which is not offered.
-         "--no-cb", "--verbose"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+def gsasl_login(guard, user, password, mechanism="SCRAM-SHA-256", priority=None):
+    """GNU SASL's SMTP client: STARTTLS with the test CA (GnuTLS, `priority`
+    its cipher priority string), then AUTH `mechanism`. Returns (exit
+    status, everything it printed)."""
+    command = [gsasl_binary(), "--smtp", f"--connect={harness.HOST}:{guard.starttls_port}", "--starttls",
+               f"--x509-ca-file={guard.cert('ca.pem')}", f"--hostname={HOSTNAME}",
+               f"--mechanism={mechanism}", f"--authentication-id={user}", f"--password={password}", "--verbose"]
+    if mechanism == "SCRAM-SHA-256":
+        # Binding is -PLUS's business: plain SCRAM says "n".
+        command.append("--no-cb")
+    if priority:
+        command.append(f"--priority={priority}")
+    proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def client_first_sent(output):
+    """The client-first message gsasl sent after AUTH, decoded."""
+    lines = output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("AUTH "))
+    return base64.b64decode(lines[at + 2]).decode()
 
 
 def auth_events(guard):
@@ -46,8 +62,9 @@ def auth_events(guard):
 class Scram:
     """The client side of RFC 5802, from its section 3 formulas."""
 
-    def __init__(self, user, password, authzid=""):
-        self.gs2 = "n," + (f"a={authzid}" if authzid else "") + ","
+    def __init__(self, user, password, authzid="", flag="n", binding=""):
+        self.gs2 = flag + "," + (f"a={authzid}" if authzid else "") + ","
+        self.binding = binding  # channel binding data, for -PLUS
         self.nonce = base64.b64encode(os.urandom(18)).decode()
         self.bare = f"n={user},r={self.nonce}"
         self.password = password.encode()
@@ -64,7 +81,7 @@ class Scram:
                                      int(self.attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
         stored_key = hashlib.sha256(client_key).digest()
-        without_proof = f"c={b64(self.gs2)},r={nonce or self.attrs['r']}"
+        without_proof = f"c={b64(self.gs2 + self.binding)},r={nonce or self.attrs['r']}"
         self.auth_message = f"{self.bare},{self.server_first},{without_proof}".encode()
         signature = hmac.new(stored_key, self.auth_message, "sha256").digest()
         proof = bytes(a ^ b for a, b in zip(client_key, signature))
@@ -79,6 +96,10 @@ class Scram:
 def scram_login(smtp, user, password, authzid=""):
     """AUTH SCRAM-SHA-256 through smtplib's docmd; returns (code, reply, client)."""
     client = Scram(user, password, authzid)
+    return run_scram(smtp, client)
+
+
+def run_scram(smtp, client):
     code, reply = smtp.docmd("AUTH", "SCRAM-SHA-256 " + client.first())
     assert code == 334, f"AUTH SCRAM-SHA-256 with a client-first message: expected 334, got {code} {reply!r}"
     code, reply = smtp.docmd(client.final(reply))
@@ -227,3 +248,82 @@ def test_users_without_a_secret_are_warned_about(smtpguard_factory, tmp_path, bi
         assert code == 235, (code, reply)
     with guard.smtp_ssl() as smtp:
         assert smtp.login("dave", "dave pass")[0] == 235
+
+
+# -- SCRAM-SHA-256-PLUS -----------------------------------------------------------
+@pytest.mark.parametrize("tls, binding", [("NORMAL", "tls-exporter"), ("NORMAL:-VERS-TLS1.3", "tls-unique")])
+def test_gsasl_plus_binds_the_tls_channel(smtpguard_factory, tls, binding):
+    guard = smtpguard_factory(config=PLUS_CONFIG)
+    status, output = gsasl_login(guard, *ALICE, mechanism="SCRAM-SHA-256-PLUS", priority=tls)
+    assert status == 0, f"gsasl failed ({status}):\n{output}"
+    assert "250 AUTH PLAIN SCRAM-SHA-256 SCRAM-SHA-256-PLUS" in output, output
+    assert client_first_sent(output).startswith(f"p={binding},,n=alice,"), output
+    assert "235 2.7.0" in output and "server trusted" in output, output
+    assert any("mechanism=SCRAM-SHA-256-PLUS user=alice result=success" in e for e in auth_events(guard)), \
+        auth_events(guard)
+    status, output = gsasl_login(guard, "alice", "not the password", mechanism="SCRAM-SHA-256-PLUS", priority=tls)
+    assert status != 0 and "535 5.7.8" in output, output
+
+
+def test_plus_is_refused_a_binding_of_another_connection(smtpguard_factory):
+    # Python's ssl cannot export keying material, so this client binds to
+    # what it cannot know: what a man in the middle, holding a TLS
+    # connection of its own towards the server, would present.
+    guard = smtpguard_factory(config=PLUS_CONFIG)
+    with guard.smtp_ssl() as smtp:
+        smtp.ehlo()
+        assert "SCRAM-SHA-256-PLUS" in smtp.esmtp_features["auth"].split(), smtp.esmtp_features
+        client = Scram(*ALICE, flag="p=tls-exporter", binding="x" * 32)
+        code, reply = smtp.docmd("AUTH", "SCRAM-SHA-256-PLUS " + client.first())
+        assert code == 334, (code, reply)
+        code, reply = smtp.docmd(client.final(reply))
+        assert code == 501 and reply.startswith(b"5.5.2"), (code, reply)
+        # A type this TLS 1.3 connection does not have.
+        client = Scram(*ALICE, flag="p=tls-unique")
+        code, reply = smtp.docmd("AUTH", "SCRAM-SHA-256-PLUS " + client.first())
+        assert code == 501, (code, reply)
+
+
+def test_plus_offered_makes_y_a_downgrade(smtpguard_factory):
+    # "y": the client could bind but saw no -PLUS; if -PLUS was offered,
+    # someone removed it on the way (RFC 5802 section 6).
+    guard = smtpguard_factory(config=PLUS_CONFIG)
+    with guard.smtp_ssl() as smtp:
+        smtp.ehlo()
+        code, reply = smtp.docmd("AUTH", "SCRAM-SHA-256 " + Scram(*ALICE, flag="y").first())
+        assert code == 501, (code, reply)
+        code, reply, _ = run_scram(smtp, Scram(*ALICE, flag="n"))
+        assert code == 235, (code, reply)
+    guard = smtpguard_factory(config=SCRAM_CONFIG)
+    with guard.smtp_ssl() as smtp:
+        smtp.ehlo()
+        code, reply, _ = run_scram(smtp, Scram(*ALICE, flag="y"))
+        assert code == 235, (code, reply)
+
+
+@pytest.mark.parametrize("extended_master_secret", [True, False])
+def test_plus_offered_only_where_the_channel_can_be_bound(smtpguard_factory, extended_master_secret):
+    # TLS 1.2 without the extended master secret lets a third party give two
+    # connections the same secrets (the triple handshake): no -PLUS there.
+    guard = smtpguard_factory(config=PLUS_CONFIG)
+    context = guard.tls_context(max_version=ssl.TLSVersion.TLSv1_2)
+    if not extended_master_secret:
+        context.options |= OP_NO_EXTENDED_MASTER_SECRET
+    with smtplib.SMTP_SSL(harness.HOST, guard.implicit_port, context=context, timeout=harness.IO_TIMEOUT) as smtp:
+        smtp.ehlo()
+        assert smtp.sock.version() == "TLSv1.2"
+        offered = smtp.esmtp_features["auth"].split()
+        assert ("SCRAM-SHA-256-PLUS" in offered) == extended_master_secret, offered
+        assert "SCRAM-SHA-256" in offered
+        code, reply = smtp.docmd("AUTH", "SCRAM-SHA-256-PLUS " + Scram(*ALICE, flag="p=tls-unique").first())
+        assert code == (334 if extended_master_secret else 504), (code, reply)
+        if code == 334:
+            assert smtp.docmd("*")[0] == 501  # cancelled
+
+
+def test_plus_needs_configuring(smtpguard_factory):
+    guard = smtpguard_factory(config=SCRAM_CONFIG)
+    status, output = gsasl_login(guard, *ALICE, mechanism="SCRAM-SHA-256-PLUS")
+    assert status != 0, output
+    assert "250 AUTH PLAIN SCRAM-SHA-256" in output.splitlines(), output
+    assert "235 " not in output, output

@@ -154,7 +154,7 @@ TEST_F(core_config, explicit_values) {
       set("/listeners/2", json{{"name", "lan"}, {"address", "10.0.0.1:25"}, {"tls", "none"},
                                {"require_tls", false}, {"allow_plaintext_auth", true}}),
       set("/tls/min_version", "1.3"),
-      set("/auth/mechanisms", json{"plain", "Cram-Md5"}),
+      set("/auth/mechanisms", json{"plain", "Cram-Md5", "scram-sha-256", "Scram-Sha-256-Plus"}),
       set("/backend/helo_name", "relay.example.org"),
       set("/backend/reuse_idle", 0),
       set("/backend/reuse_lifetime", 60),
@@ -174,7 +174,8 @@ TEST_F(core_config, explicit_values) {
   EXPECT_FALSE(c.listeners[2].require_tls);
   EXPECT_TRUE(c.listeners[2].allow_plaintext_auth);
   EXPECT_EQ(c.tls.min_version, "1.3");
-  EXPECT_EQ(c.auth.mechanisms, (std::vector<std::string>{"PLAIN", "CRAM-MD5"}));
+  EXPECT_EQ(c.auth.mechanisms,
+            (std::vector<std::string>{"PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}));
   EXPECT_EQ(c.backend.helo_name, "relay.example.org");
   EXPECT_EQ(c.backend.reuse_idle, std::chrono::seconds(0));
   EXPECT_EQ(c.backend.reuse_lifetime, std::chrono::seconds(60));

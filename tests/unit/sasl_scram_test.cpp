@@ -4,6 +4,11 @@
 #include <string>
 #include <vector>
 
+#include <openssl/digest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
 #include "auth/scram_secret.hpp"
 #include "sasl/base64.hpp"
 #include "sasl/exchange.hpp"
@@ -114,7 +119,7 @@ TEST(sasl_scram, client_first_forms) {
            {"n,a=admin,n=user,r=abc", true, "user", "admin"},
            {"n,,n=a=2Cb=3Dc,r=abc", true, "a,b=c", ""},             // escaped ',' and '='
            {"n,,n=user,r=abc,x=ext", true, "user", ""},             // optional extension
-           {"p=tls-unique,,n=user,r=abc", false, "", ""},           // channel binding asked for
+           {"p=tls-unique,,n=user,r=abc", false, "", ""},           // binding, which only -PLUS does
            {"n,,m=ext,n=user,r=abc", false, "", ""},                // mandatory extension
            {"n,,n=a=41,r=abc", false, "", ""},                      // bad escape
            {"n,,n=a=2,r=abc", false, "", ""},
@@ -161,6 +166,114 @@ TEST(sasl_scram, nonces) {
   EXPECT_NE(a, make_scram_nonce());
   EXPECT_THROW(scram_server([](std::string_view) { return pencil(); }, "a,b"), std::invalid_argument);
   EXPECT_THROW(scram_server([](std::string_view) { return pencil(); }, ""), std::invalid_argument);
+}
+
+// --- SCRAM-SHA-256-PLUS ------------------------------------------------------
+
+/// The client's proof for `auth_message` with password "pencil" and RFC
+/// 7677's salt, from RFC 5802 section 3's formulas.
+std::string pencil_proof(std::string_view auth_message) {
+  const std::string salt = *base64_decode("W22ZaJ0SNY7soEsUEjb6gQ==");
+  std::uint8_t salted[32];
+  PKCS5_PBKDF2_HMAC("pencil", 6, reinterpret_cast<const std::uint8_t*>(salt.data()), salt.size(), 4096,
+                    EVP_sha256(), sizeof salted, salted);
+  std::uint8_t client_key[32];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), salted, sizeof salted, reinterpret_cast<const std::uint8_t*>("Client Key"), 10, client_key,
+       &length);
+  std::uint8_t stored_key[32];
+  SHA256(client_key, sizeof client_key, stored_key);
+  std::uint8_t signature[32];
+  HMAC(EVP_sha256(), stored_key, sizeof stored_key, reinterpret_cast<const std::uint8_t*>(auth_message.data()),
+       auth_message.size(), signature, &length);
+  std::string proof(32, '\0');
+  for (std::size_t i = 0; i < proof.size(); ++i) proof[i] = static_cast<char>(client_key[i] ^ signature[i]);
+  return base64_encode(proof);
+}
+
+/// A connection whose tls-exporter data is "EXPORTED" and that has no tls-unique.
+scram_binding exporter_binding(bool plus, bool plus_offered = true) {
+  return {plus, plus_offered, [](std::string_view type) -> std::optional<std::string> {
+            if (type == "tls-exporter") return std::string("EXPORTED");
+            return std::nullopt;
+          }};
+}
+
+TEST(sasl_scram_plus, bound_exchange_verifies) {
+  lookups asked;
+  scram_server server(asked.function(), "srv", exporter_binding(true));
+  const std::string bare = "n=user,r=cli";
+  const auto server_first_message = server.first("p=tls-exporter,," + bare);
+  ASSERT_TRUE(server_first_message);
+  const std::string without_proof = "c=" + base64_encode("p=tls-exporter,,EXPORTED") + ",r=clisrv";
+  const std::string proof = pencil_proof(bare + "," + *server_first_message + "," + without_proof);
+  EXPECT_EQ(server.final(without_proof + ",p=" + proof), scram_server::verdict::verified);
+  EXPECT_TRUE(server.server_final().starts_with("v="));
+}
+
+TEST(sasl_scram_plus, proof_over_another_channel_fails) {
+  // What a man in the middle relays: the client bound its own TLS
+  // connection, whose data differs from the server's.
+  lookups asked;
+  scram_server server(asked.function(), "srv", exporter_binding(true));
+  const std::string bare = "n=user,r=cli";
+  const auto server_first_message = server.first("p=tls-exporter,," + bare);
+  ASSERT_TRUE(server_first_message);
+  const std::string without_proof = "c=" + base64_encode("p=tls-exporter,,OTHER") + ",r=clisrv";
+  const std::string proof = pencil_proof(bare + "," + *server_first_message + "," + without_proof);
+  EXPECT_EQ(server.final(without_proof + ",p=" + proof), scram_server::verdict::malformed);
+}
+
+TEST(sasl_scram_plus, header_alone_is_not_the_binding) {
+  lookups asked;
+  scram_server server(asked.function(), "srv", exporter_binding(true));
+  ASSERT_TRUE(server.first("p=tls-exporter,,n=user,r=cli"));
+  EXPECT_EQ(server.final("c=" + base64_encode("p=tls-exporter,,") + ",r=clisrv,p=" + std::string(43, 'A') + "="),
+            scram_server::verdict::malformed);
+}
+
+TEST(sasl_scram_plus, flags_against_mechanism_and_offer) {
+  struct row {
+    std::string flag;
+    bool plus;
+    bool plus_offered;
+    bool accepted;
+  };
+  for (const row& r : std::initializer_list<row>{
+           {"p=tls-exporter", true, true, true},
+           {"p=tls-unique", true, true, false},   // this connection has none
+           {"p=bogus", true, true, false},
+           {"n", true, true, false},              // -PLUS must bind
+           {"y", true, true, false},
+           {"p=tls-exporter", false, true, false},  // only -PLUS binds
+           {"n", false, true, true},
+           {"y", false, false, true},             // the client could bind; we offered no -PLUS
+           {"y", false, true, false},             // -PLUS was offered: the client was misled
+       }) {
+    lookups asked;
+    scram_server server(asked.function(), "srv", exporter_binding(r.plus, r.plus_offered));
+    EXPECT_EQ(server.first(r.flag + ",,n=user,r=cli").has_value(), r.accepted)
+        << r.flag << " plus=" << r.plus << " offered=" << r.plus_offered;
+  }
+  // -PLUS on a connection that cannot bind at all.
+  lookups asked;
+  scram_server unbound(asked.function(), "srv", {true, true, {}});
+  EXPECT_FALSE(unbound.first("p=tls-exporter,,n=user,r=cli"));
+}
+
+TEST(sasl_scram_plus, through_the_exchange) {
+  scram_setup setup{[](std::string_view) { return pencil(); }, "srv", exporter_binding(false)};
+  server_exchange x(mechanism::scram_sha_256_plus, {}, std::move(setup));
+  const step first = x.start(base64_encode("p=tls-exporter,,n=user,r=cli"), true);
+  ASSERT_EQ(first.what, kind::challenge);
+  const std::string server_first_message = *base64_decode(first.text);
+  const std::string without_proof = "c=" + base64_encode("p=tls-exporter,,EXPORTED") + ",r=clisrv";
+  const std::string proof = pencil_proof("n=user,r=cli," + server_first_message + "," + without_proof);
+  ASSERT_EQ(x.respond(base64_encode(without_proof + ",p=" + proof)).what, kind::challenge);
+  ASSERT_EQ(x.respond("").what, kind::complete);
+  EXPECT_TRUE(std::get<scram_proof>(x.credentials()).verified);
+  EXPECT_EQ(x.which(), mechanism::scram_sha_256_plus);
+  EXPECT_EQ(mechanism_name(mechanism::scram_sha_256_plus), "SCRAM-SHA-256-PLUS");
 }
 
 // --- through server_exchange (what the session drives) ------------------------
@@ -243,7 +356,7 @@ TEST(sasl_scram_exchange, ends) {
 TEST(sasl_scram_exchange, mechanism_name) {
   EXPECT_EQ(parse_mechanism("scram-sha-256"), mechanism::scram_sha_256);
   EXPECT_EQ(mechanism_name(mechanism::scram_sha_256), "SCRAM-SHA-256");
-  EXPECT_EQ(parse_mechanism("SCRAM-SHA-256-PLUS"), std::nullopt);
+  EXPECT_EQ(parse_mechanism("scram-sha-256-plus"), mechanism::scram_sha_256_plus);
 }
 
 }  // namespace
