@@ -555,6 +555,17 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
 
   r.require("auth");
   read_auth(*r.find("auth"), "auth", base_dir, c.auth);
+  if (const json* v = r.find("relay")) {
+    object_reader relay(*v, "relay");
+    read_array<ip_network>(relay, "trusted_networks", c.relay.trusted_networks,
+                           [](const json& item, const std::string& p) {
+                             std::optional<ip_network> network;
+                             if (item.is_string()) network = parse_network(item.get<std::string>());
+                             if (!network) fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
+                             return *network;
+                           });
+    relay.finish();
+  }
   r.require("backend");
   read_backend(*r.find("backend"), "backend", c.backend);
   if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;

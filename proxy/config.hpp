@@ -167,6 +167,14 @@ struct log_config {
   log_format format = log_format::text;
 };
 
+/// Who may relay without authenticating (SPEC: relay policy).
+struct relay_config {
+  /// Client addresses (after any PROXY header) whose mail is relayed without
+  /// AUTH, as Postfix's mynetworks: applications and hosts on the operator's
+  /// own network. Empty: none.
+  std::vector<ip_network> trusted_networks;
+};
+
 struct config {
   std::string path;  ///< the file it came from
   std::string hostname;
@@ -177,6 +185,7 @@ struct config {
   std::vector<listener_config> listeners;
   tls_config tls;
   auth_config auth;
+  relay_config relay;
   backend_config backend;
   limits_config limits;
   timeouts_config timeouts;

@@ -1,6 +1,6 @@
 #pragma once
 // The PROXY protocol header a load balancer sends before the client's first
-// byte: who may send it, and reading exactly it off the socket.
+// byte: reading exactly it off the socket.
 #include <optional>
 #include <string_view>
 #include <vector>
@@ -11,10 +11,6 @@
 #include "smtp/proxy_protocol.hpp"
 
 namespace smtpguard::net {
-
-/// Whether `address` is in one of `networks`. An IPv4-mapped IPv6 address
-/// counts as IPv4.
-bool in_networks(const asio::ip::address& address, const std::vector<ip_network>& networks);
 
 /// A header, or why there is none: `failure` is "bad", "timeout" or
 /// "closed" (the metric's label), `reason` the text for the log.

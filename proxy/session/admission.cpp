@@ -11,6 +11,7 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "net/connection_limits.hpp"
+#include "net/networks.hpp"
 #include "net/proxy_header_io.hpp"
 #include "net/timeout.hpp"
 #include "session/client_session.hpp"

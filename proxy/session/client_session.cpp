@@ -16,6 +16,7 @@
 #include "log.hpp"
 #include "net/connection_limits.hpp"
 #include "net/line_io.hpp"
+#include "net/networks.hpp"
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "tls/channel_binding.hpp"
@@ -112,6 +113,7 @@ class client_session final : public net::reply_observer {
     policy_.allow_plaintext_auth = listener.allow_plaintext_auth;
     policy_.mechanisms = settings_.auth.mechanisms;
     policy_.max_recipients = settings_.limits.max_recipients;
+    policy_.trusted_client = net::in_networks(peer.address(), settings_.relay.trusted_networks);
     client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
 
@@ -131,7 +133,8 @@ class client_session final : public net::reply_observer {
         .add("session", id_)
         .add("client", peer_ip_)
         .add("port", static_cast<int>(peer_port_))
-        .add("listener", listener_.name);
+        .add("listener", listener_.name)
+        .add("trusted_network", policy_.trusted_client);
     const auto started = steady_clock::now();
     bool secure = listener_.tls == tls_mode::implicit;
     if (!secure) {

@@ -171,8 +171,11 @@ std::optional<transaction::local_refusal> transaction::check_mail(smtp::path_arg
     if (p.value.empty() || *end != '\0') return local_refusal{replies::syntax_error_arguments, true};
     if (declared > session_.settings.limits.max_message_size) return local_refusal{replies::message_too_big};
   }
+  // Senders belong to users: a trusted host that did not authenticate has
+  // no user whose list could apply.
   const std::string& user = session_.state.user;
-  if (!path.mailbox.empty() && !session_.rt.users->sender_allowed(user, path.mailbox)) {
+  if (session_.state.authenticated && !path.mailbox.empty() &&
+      !session_.rt.users->sender_allowed(user, path.mailbox)) {
     log::event("sender_refused").add("session", session_.id).add("user", user).add("sender", path.mailbox);
     return local_refusal{replies::sender_not_owned};
   }

@@ -17,6 +17,8 @@ struct dialogue_policy {
   bool require_tls = false;             ///< no AUTH / MAIL before TLS
   bool allow_plaintext_auth = false;    ///< AUTH offered and accepted without TLS
   std::vector<std::string> mechanisms;  ///< enabled SASL mechanisms, upper-case
+  /// The client's address is in relay.trusted_networks: MAIL without AUTH.
+  bool trusted_client = false;
   int max_recipients = 100;
 };
 

@@ -6,6 +6,7 @@ one smtpguard logs, meters, limits and writes in the Received header."""
 import os
 import re
 import shutil
+import smtplib
 import socket
 import subprocess
 import time
@@ -178,3 +179,24 @@ def test_a_slow_header_times_out(smtpguard_factory):
         assert closed_without_a_word(s)
     assert 9 <= time.monotonic() - started < 15
     assert proxy_headers(guard, "timeout") == 1
+
+
+def test_trusted_networks_judge_the_client_not_the_load_balancer(smtpguard_factory, haproxy_factory, recorder):
+    # HAProxy connects from 127.0.0.1, which is trusted as a load balancer
+    # and listed in relay.trusted_networks too; only the address in the
+    # header decides who relays without AUTH.
+    guard = smtpguard_factory(submission={**TRUSTED, "tls": "none", "require_tls": False},
+                              config={"relay": {"trusted_networks": ["127.0.0.1", "127.0.0.6"]}})
+    proxy = haproxy_factory(guard)
+    with smtplib.SMTP(HOST, proxy.starttls_port, source_address=("127.0.0.5", 0), timeout=10) as smtp:
+        smtp.ehlo()
+        code, reply = smtp.mail("monitor@example.org")
+        assert code == 530, (code, reply)
+    with smtplib.SMTP(HOST, proxy.starttls_port, source_address=("127.0.0.6", 0), timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.sendmail("monitor@example.org", ["ops@example.test"], b"Subject: t\r\n\r\ntrusted\r\n")
+    message = recorder.wait_for(1)[-1]
+    assert b"([127.0.0.6])" in message.content.split(b"\r\n\r\n")[0], message.content
+    log = read_text(guard.stderr_path)
+    assert re.search(r"event=connect session=\S+ client=127\.0\.0\.5 .*trusted_network=false", log), log
+    assert re.search(r"event=connect session=\S+ client=127\.0\.0\.6 .*trusted_network=true", log), log

@@ -143,6 +143,7 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::reject);
   EXPECT_FALSE(c.metrics.address.has_value());
   EXPECT_EQ(c.log.format, log_format::text);
+  EXPECT_TRUE(c.relay.trusted_networks.empty());
   EXPECT_GE(c.threads, 1);
   EXPECT_EQ(c.threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
@@ -156,6 +157,7 @@ TEST_F(core_config, explicit_values) {
       set("/tls/min_version", "1.3"),
       set("/auth/mechanisms", json{"plain", "Cram-Md5", "scram-sha-256", "Scram-Sha-256-Plus"}),
       set("/backend/helo_name", "relay.example.org"),
+      set("/relay/trusted_networks", json{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7"}),
       set("/backend/reuse_idle", 0),
       set("/backend/reuse_lifetime", 60),
       set("/backend/reuse_max_idle", 4),
@@ -177,6 +179,9 @@ TEST_F(core_config, explicit_values) {
   EXPECT_EQ(c.auth.mechanisms,
             (std::vector<std::string>{"PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}));
   EXPECT_EQ(c.backend.helo_name, "relay.example.org");
+  ASSERT_EQ(c.relay.trusted_networks.size(), 3u);
+  EXPECT_EQ(c.relay.trusted_networks[1].text, "2001:db8::/32");
+  EXPECT_EQ(c.relay.trusted_networks[2].prefix, 32u);
   EXPECT_EQ(c.backend.reuse_idle, std::chrono::seconds(0));
   EXPECT_EQ(c.backend.reuse_lifetime, std::chrono::seconds(60));
   EXPECT_EQ(c.backend.reuse_max_idle, 4u);
@@ -322,6 +327,12 @@ TEST_F(core_config, invalid_values) {
        "backend.address.address"},
       {{set("/backend/address", json::array({json::object()}))}, "backend.address[0].address"},
       {{set("/backend/proxy_protocol", "v3")}, "backend.proxy_protocol"},
+      {{set("/relay", json::array())}, "relay"},
+      {{set("/relay/trusted_networks", "10.0.0.0/8")}, "relay.trusted_networks"},
+      {{set("/relay/trusted_networks", json::array({"10.0.0.0/8", "mail.example.org"}))},
+       "relay.trusted_networks[1]"},
+      {{set("/relay/trusted_networks", json::array({"::1/129"}))}, "relay.trusted_networks[0]"},
+      {{set("/relay/mynetworks", json::array())}, "relay.mynetworks"},
       {{set("/listeners/0/proxy_protocol", true)}, "listeners[0].proxy_trusted"},
       {{set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/8"}))}, "listeners[0].proxy_trusted"},
       {{set("/listeners/0/proxy_protocol", true), set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/33"}))},

@@ -176,6 +176,23 @@ TEST(smtp_dialogue, mail) {
   EXPECT_EQ(decide(transaction(0), submission(), parse_command("MAIL FROM:<a@b.c>")).reply, replies::nested_mail);
 }
 
+TEST(smtp_dialogue, mail_from_a_trusted_network) {
+  auto from_trusted = [](dialogue_policy p) {
+    p.trusted_client = true;
+    return p;
+  };
+  check({
+      {"plaintext listener", greeted(), from_trusted(no_tls_listener()), "MAIL FROM:<a@b.c>", effect::mail, "", false},
+      {"after starttls", secure(), from_trusted(submission()), "MAIL FROM:<a@b.c>", effect::mail, "", false},
+      // The listener's own demand for TLS still holds.
+      {"before starttls", greeted(), from_trusted(submission()), "MAIL FROM:<a@b.c>", effect::reply, "530 5.7.0",
+       true},
+      {"before ehlo", fresh_tls(), from_trusted(submission()), "MAIL FROM:<a@b.c>", effect::reply, "503 5.5.1", true},
+  });
+  // AUTH stays on offer: a trusted host may still say who sends.
+  EXPECT_TRUE(auth_offered(secure(), from_trusted(submission())));
+}
+
 TEST(smtp_dialogue, rcpt) {
   check({
       {"without mail", authenticated(), submission(), "RCPT TO:<x@y.z>", effect::reply, "503 5.5.1", true},
