@@ -17,6 +17,8 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "smtp/local_domains.hpp"
+
 namespace smtpguard {
 namespace {
 
@@ -178,6 +180,9 @@ listener_config read_listener(const json& v, const std::string& path) {
   l.address = endpoint_at(r, "address", false);
   r.get_choice("tls", l.tls,
                {{"implicit", tls_mode::implicit}, {"starttls", tls_mode::starttls}, {"none", tls_mode::none}});
+  r.get_choice("role", l.role, {{"submission", listener_role::submission}, {"mx", listener_role::mx}});
+  // RFC 3207 section 4: a publicly referenced MX must not demand TLS.
+  l.require_tls = l.role != listener_role::mx;
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
   r.get("proxy_protocol", l.proxy_protocol);
@@ -564,8 +569,16 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
                              if (!network) fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
                              return *network;
                            });
+    read_array<std::string>(relay, "local_domains", c.relay.local_domains, [](const json& item, const std::string& p) {
+      if (!item.is_string() || !smtp::valid_local_domain(item.get<std::string>()))
+        fail(p, "expected a domain: \"example.org\", or \".example.org\" for its subdomains");
+      return item.get<std::string>();
+    });
     relay.finish();
   }
+  for (std::size_t i = 0; i < c.listeners.size(); ++i)
+    if (c.listeners[i].role == listener_role::mx && c.relay.local_domains.empty())
+      fail("relay.local_domains", "is required by listeners[" + std::to_string(i) + "], of role \"mx\"");
   r.require("backend");
   read_backend(*r.find("backend"), "backend", c.backend);
   if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;

@@ -40,6 +40,10 @@ std::optional<ip_network> parse_network(const std::string& text);
 
 enum class tls_mode { implicit, starttls, none };
 
+/// submission: every client authenticates (or is trusted) before MAIL.
+/// mx: anyone may send to relay.local_domains; only authorized clients elsewhere.
+enum class listener_role { submission, mx };
+
 /// Client certificates: not asked for, asked for and checked when sent, or demanded.
 enum class client_cert_mode { none, optional, required };
 
@@ -47,7 +51,8 @@ struct listener_config {
   std::string name;
   endpoint address;
   tls_mode tls = tls_mode::starttls;
-  bool require_tls = true;            ///< starttls: no AUTH/MAIL before STARTTLS
+  listener_role role = listener_role::submission;
+  bool require_tls = true;            ///< starttls: no AUTH/MAIL before STARTTLS (default false for mx)
   bool allow_plaintext_auth = false;  ///< advertise and accept AUTH without TLS
   /// listeners[].client_certificates.mode; unset: tls.client_certificates.mode.
   std::optional<client_cert_mode> client_certificates;
@@ -173,6 +178,9 @@ struct relay_config {
   /// AUTH, as Postfix's mynetworks: applications and hosts on the operator's
   /// own network. Empty: none.
   std::vector<ip_network> trusted_networks;
+  /// The domains this server receives mail for, for listeners of role mx:
+  /// "example.org" exactly, ".example.org" its subdomains.
+  std::vector<std::string> local_domains;
 };
 
 struct config {

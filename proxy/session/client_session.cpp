@@ -114,6 +114,7 @@ class client_session final : public net::reply_observer {
     policy_.mechanisms = settings_.auth.mechanisms;
     policy_.max_recipients = settings_.limits.max_recipients;
     policy_.trusted_client = net::in_networks(peer.address(), settings_.relay.trusted_networks);
+    policy_.mx = listener.role == listener_role::mx;
     client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
 
@@ -667,7 +668,7 @@ class client_session final : public net::reply_observer {
   transaction& relay() {
     if (!transaction_)
       transaction_ = std::make_unique<transaction>(
-          session_view{settings_, rt_, id_, peer_ip_, state_, command_label_, errors_});
+          session_view{settings_, rt_, id_, peer_ip_, state_, policy_, command_label_, errors_});
     return *transaction_;
   }
 

@@ -14,6 +14,7 @@
 #include "smtp/capabilities.hpp"
 #include "smtp/data_pace.hpp"
 #include "smtp/data_reframer.hpp"
+#include "smtp/local_domains.hpp"
 #include "smtp/parameters.hpp"
 #include "smtp/replies.hpp"
 
@@ -254,6 +255,16 @@ net::awaitable<void> transaction::rcpt(net::line_io<Stream>& io, const smtp::com
   }
   if (path->has_8bit && !session_.state.smtputf8) {
     const local_refusal refusal{replies::utf8_needs_smtputf8};
+    co_await refuse_in_order(io, refusal);
+    co_return;
+  }
+  // Only an MX listener lets an unauthorized client this far: it may send
+  // to the domains this server receives mail for, nowhere else.
+  const bool authorized = session_.state.authenticated || session_.policy.trusted_client;
+  if (!authorized && !smtp::local_recipient(path->mailbox, session_.settings.relay.local_domains)) {
+    log::event("relay_denied").add("session", session_.id).add("client", session_.client_ip).add("recipient",
+                                                                                               path->mailbox);
+    const local_refusal refusal{replies::relay_access_denied};
     co_await refuse_in_order(io, refusal);
     co_return;
   }

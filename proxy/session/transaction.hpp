@@ -31,6 +31,7 @@ struct session_view {
   const std::string& id;
   const std::string& client_ip;
   smtp::dialogue_state& state;    ///< in_transaction, recipients and smtputf8 are kept here
+  const smtp::dialogue_policy& policy;
   std::string_view& reply_label;  ///< the command the replies being queued are counted under
   int& errors;                    ///< the client's protocol errors so far
 };

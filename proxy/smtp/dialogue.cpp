@@ -70,7 +70,8 @@ decision decide(const dialogue_state& state, const dialogue_policy& policy, cons
     case verb::mail:
       if (!state.greeted) return refuse(replies::send_helo_first, true);
       if (tls_missing(state, policy)) return refuse(replies::must_starttls, true);
-      if (!state.authenticated && !policy.trusted_client) return refuse(replies::auth_required, true);
+      if (!state.authenticated && !policy.trusted_client && !policy.mx)
+        return refuse(replies::auth_required, true);
       if (state.in_transaction) return refuse(replies::nested_mail, true);
       return proceed(effect::mail);
 

@@ -19,6 +19,9 @@ struct dialogue_policy {
   std::vector<std::string> mechanisms;  ///< enabled SASL mechanisms, upper-case
   /// The client's address is in relay.trusted_networks: MAIL without AUTH.
   bool trusted_client = false;
+  /// A listener of role mx: MAIL without AUTH, RCPT to local domains only
+  /// (the session checks those) unless the client is authorized.
+  bool mx = false;
   int max_recipients = 100;
 };
 

@@ -28,6 +28,7 @@ inline constexpr std::string_view auth_needs_encryption =
     "538 5.7.11 Encryption required for requested authentication mechanism\r\n";
 inline constexpr std::string_view auth_line_too_long =
     "500 5.5.6 Authentication exchange line is too long\r\n";
+inline constexpr std::string_view relay_access_denied = "554 5.7.1 Relay access denied\r\n";
 inline constexpr std::string_view auth_already = "503 5.5.1 Already authenticated\r\n";
 inline constexpr std::string_view auth_in_transaction =
     "503 5.5.1 AUTH not permitted during a mail transaction\r\n";
@@ -95,6 +96,7 @@ constexpr std::string_view rejection_reason(std::string_view reply) noexcept {
   };
   constexpr entry table[] = {
       {auth_required, "relay_denied"},
+      {relay_access_denied, "relay_denied"},
       {must_starttls, "tls_required"},
       {auth_needs_encryption, "tls_required"},
       {sender_not_owned, "sender_mismatch"},

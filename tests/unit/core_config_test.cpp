@@ -158,6 +158,9 @@ TEST_F(core_config, explicit_values) {
       set("/auth/mechanisms", json{"plain", "Cram-Md5", "scram-sha-256", "Scram-Sha-256-Plus"}),
       set("/backend/helo_name", "relay.example.org"),
       set("/relay/trusted_networks", json{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7"}),
+      set("/relay/local_domains", json{"example.org", ".example.org"}),
+      set("/listeners/3", json{{"name", "mx"}, {"address", "[::]:25"}, {"role", "mx"}}),
+      set("/listeners/4", json{{"name", "mx-strict"}, {"address", "[::]:2525"}, {"role", "mx"}, {"require_tls", true}}),
       set("/backend/reuse_idle", 0),
       set("/backend/reuse_lifetime", 60),
       set("/backend/reuse_max_idle", 4),
@@ -169,7 +172,7 @@ TEST_F(core_config, explicit_values) {
       set("/log/format", "json"),
   });
   EXPECT_EQ(c.threads, 4);
-  ASSERT_EQ(c.listeners.size(), 3u);
+  ASSERT_EQ(c.listeners.size(), 5u);
   EXPECT_EQ(c.listeners[1].tls, tls_mode::implicit);
   EXPECT_EQ(c.listeners[1].address.host, "::1");
   EXPECT_EQ(c.listeners[2].tls, tls_mode::none);
@@ -180,6 +183,12 @@ TEST_F(core_config, explicit_values) {
             (std::vector<std::string>{"PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}));
   EXPECT_EQ(c.backend.helo_name, "relay.example.org");
   ASSERT_EQ(c.relay.trusted_networks.size(), 3u);
+  EXPECT_EQ(c.relay.local_domains, (std::vector<std::string>{"example.org", ".example.org"}));
+  EXPECT_EQ(c.listeners[0].role, listener_role::submission);
+  EXPECT_TRUE(c.listeners[0].require_tls);
+  EXPECT_EQ(c.listeners[3].role, listener_role::mx);
+  EXPECT_FALSE(c.listeners[3].require_tls) << "RFC 3207: a public MX does not demand TLS";
+  EXPECT_TRUE(c.listeners[4].require_tls);
   EXPECT_EQ(c.relay.trusted_networks[1].text, "2001:db8::/32");
   EXPECT_EQ(c.relay.trusted_networks[2].prefix, 32u);
   EXPECT_EQ(c.backend.reuse_idle, std::chrono::seconds(0));
@@ -333,6 +342,10 @@ TEST_F(core_config, invalid_values) {
        "relay.trusted_networks[1]"},
       {{set("/relay/trusted_networks", json::array({"::1/129"}))}, "relay.trusted_networks[0]"},
       {{set("/relay/mynetworks", json::array())}, "relay.mynetworks"},
+      {{set("/relay/local_domains", json::array({"example.org", "[192.0.2.1]"}))}, "relay.local_domains[1]"},
+      {{set("/relay/local_domains", json::array({"*.example.org"}))}, "relay.local_domains[0]"},
+      {{set("/listeners/0/role", "relay")}, "listeners[0].role"},
+      {{set("/listeners/0/role", "mx")}, "relay.local_domains"},
       {{set("/listeners/0/proxy_protocol", true)}, "listeners[0].proxy_trusted"},
       {{set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/8"}))}, "listeners[0].proxy_trusted"},
       {{set("/listeners/0/proxy_protocol", true), set("/listeners/0/proxy_trusted", json::array({"10.0.0.0/33"}))},

@@ -193,6 +193,20 @@ TEST(smtp_dialogue, mail_from_a_trusted_network) {
   EXPECT_TRUE(auth_offered(secure(), from_trusted(submission())));
 }
 
+TEST(smtp_dialogue, mail_on_an_mx_listener) {
+  dialogue_policy mx = opportunistic();
+  mx.mx = true;
+  check({
+      {"plaintext", greeted(), mx, "MAIL FROM:<a@b.c>", effect::mail, "", false},
+      {"tls", secure(), mx, "MAIL FROM:<a@b.c>", effect::mail, "", false},
+      {"before ehlo", fresh_tls(), mx, "MAIL FROM:<a@b.c>", effect::reply, "503 5.5.1", true},
+  });
+  // An MX that demands TLS (not RFC 3207's advice for a public one) still does.
+  dialogue_policy strict = submission();
+  strict.mx = true;
+  EXPECT_EQ(decide(greeted(), strict, parse_command("MAIL FROM:<a@b.c>")).reply, replies::must_starttls);
+}
+
 TEST(smtp_dialogue, rcpt) {
   check({
       {"without mail", authenticated(), submission(), "RCPT TO:<x@y.z>", effect::reply, "503 5.5.1", true},
