@@ -171,6 +171,13 @@ std::vector<std::string> read_strings(object_reader& r, const std::string& key) 
   return out;
 }
 
+ip_network read_network(const json& item, const std::string& path) {
+  std::optional<ip_network> network;
+  if (item.is_string()) network = parse_network(item.get<std::string>());
+  if (!network) fail(path, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
+  return *network;
+}
+
 listener_config read_listener(const json& v, const std::string& path) {
   object_reader r(v, path);
   listener_config l;
@@ -186,12 +193,7 @@ listener_config read_listener(const json& v, const std::string& path) {
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
   r.get("proxy_protocol", l.proxy_protocol);
-  read_array<ip_network>(r, "proxy_trusted", l.proxy_trusted, [](const json& item, const std::string& p) {
-    std::optional<ip_network> network;
-    if (item.is_string()) network = parse_network(item.get<std::string>());
-    if (!network) fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
-    return *network;
-  });
+  read_array<ip_network>(r, "proxy_trusted", l.proxy_trusted, read_network);
   if (l.proxy_protocol && l.proxy_trusted.empty())
     fail(r.path("proxy_trusted"), "is required with proxy_protocol: the load balancers allowed to send it");
   if (!l.proxy_protocol && !l.proxy_trusted.empty())
@@ -274,6 +276,42 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
     o.get_duration("lockout_seconds", auth.lockout.lockout, 1, 86400 * 7);
     o.get_int("max_tracked", auth.lockout.max_tracked, 1, 10000000);
     o.finish();
+  }
+  r.finish();
+}
+
+std::string read_domain(const json& item, const std::string& path) {
+  if (!item.is_string() || !smtp::valid_local_domain(item.get<std::string>()))
+    fail(path, "expected a domain: \"example.org\", or \".example.org\" for its subdomains");
+  return item.get<std::string>();
+}
+
+std::string read_zone(const json& item, const std::string& path) {
+  if (!item.is_string() || item.get<std::string>().starts_with('.') ||
+      !smtp::valid_local_domain(item.get<std::string>()))
+    fail(path, "expected a DNS zone: \"zen.example.org\"");
+  return item.get<std::string>();
+}
+
+// "ip", "ip:port" or "[v6]:port": the forms c-ares reads.
+std::string read_name_server(const json& item, const std::string& path) {
+  const std::string text = item.is_string() ? item.get<std::string>() : std::string();
+  const bool address = !text.empty() && text.find('/') == std::string::npos && parse_network(text);
+  if (!address && !parse_endpoint(text))
+    fail(path, "expected a name server address: \"192.0.2.53\", \"192.0.2.53:5353\", \"[2001:db8::53]:53\"");
+  return text;
+}
+
+void read_relay(const json& v, const std::string& path, relay_config& relay) {
+  object_reader r(v, path);
+  read_array<ip_network>(r, "trusted_networks", relay.trusted_networks, read_network);
+  read_array<std::string>(r, "local_domains", relay.local_domains, read_domain);
+  if (const json* d = r.find("dnsbl")) {
+    object_reader dnsbl(*d, r.path("dnsbl"));
+    read_array<std::string>(dnsbl, "zones", relay.dnsbl_zones, read_zone);
+    read_array<std::string>(dnsbl, "servers", relay.dns_servers, read_name_server);
+    dnsbl.get_duration("timeout_ms", relay.dnsbl_timeout, 100, 30000);
+    dnsbl.finish();
   }
   r.finish();
 }
@@ -560,22 +598,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
 
   r.require("auth");
   read_auth(*r.find("auth"), "auth", base_dir, c.auth);
-  if (const json* v = r.find("relay")) {
-    object_reader relay(*v, "relay");
-    read_array<ip_network>(relay, "trusted_networks", c.relay.trusted_networks,
-                           [](const json& item, const std::string& p) {
-                             std::optional<ip_network> network;
-                             if (item.is_string()) network = parse_network(item.get<std::string>());
-                             if (!network) fail(p, "expected an address or network: \"10.0.0.0/8\", \"2001:db8::/32\"");
-                             return *network;
-                           });
-    read_array<std::string>(relay, "local_domains", c.relay.local_domains, [](const json& item, const std::string& p) {
-      if (!item.is_string() || !smtp::valid_local_domain(item.get<std::string>()))
-        fail(p, "expected a domain: \"example.org\", or \".example.org\" for its subdomains");
-      return item.get<std::string>();
-    });
-    relay.finish();
-  }
+  if (const json* v = r.find("relay")) read_relay(*v, "relay", c.relay);
   for (std::size_t i = 0; i < c.listeners.size(); ++i)
     if (c.listeners[i].role == listener_role::mx && c.relay.local_domains.empty())
       fail("relay.local_domains", "is required by listeners[" + std::to_string(i) + "], of role \"mx\"");

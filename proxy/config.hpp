@@ -181,6 +181,12 @@ struct relay_config {
   /// The domains this server receives mail for, for listeners of role mx:
   /// "example.org" exactly, ".example.org" its subdomains.
   std::vector<std::string> local_domains;
+  /// DNS blocklists (RFC 5782) asked about clients of mx listeners that are
+  /// not authorized to relay: a listed client's recipients are refused.
+  std::vector<std::string> dnsbl_zones;
+  /// Name servers for those lookups, "ip" or "ip:port"; empty: /etc/resolv.conf's.
+  std::vector<std::string> dns_servers;
+  std::chrono::milliseconds dnsbl_timeout{2000};
 };
 
 struct config {

@@ -181,6 +181,16 @@ int run_server(std::shared_ptr<const config> settings) {
   // sockets and timers belong to the contexts.
   std::vector<std::unique_ptr<session::backend_pool>> pools;
   for (auto& context : contexts) pools.push_back(std::make_unique<session::backend_pool>(context->get_executor()));
+  // Also destroyed before the contexts: c-ares's sockets are watched by them.
+  // Only MX listeners ask blocklists; which listeners exist needs a restart.
+  std::vector<std::unique_ptr<net::dns_resolver>> resolvers;
+  const bool any_mx = std::any_of(settings->listeners.begin(), settings->listeners.end(),
+                                  [](const listener_config& l) { return l.role == listener_role::mx; });
+  for (auto& context : contexts)
+    resolvers.push_back(any_mx ? std::make_unique<net::dns_resolver>(context->get_executor(),
+                                                                     settings->relay.dns_servers,
+                                                                     settings->relay.dnsbl_timeout)
+                               : nullptr);
   std::list<net::tcp::acceptor> acceptors;
 
   // Signals are caught before any port answers: a SIGHUP sent as soon as the
@@ -233,15 +243,17 @@ int run_server(std::shared_ptr<const config> settings) {
     auto executor = contexts[i]->get_executor();
     session::backend_pool* pool = pools[i].get();
     session::handshake_slots* handshakes = tls_slots[i].get();
+    net::dns_resolver* dns = resolvers[i].get();
     asio::co_spawn(executor, pool->run(), asio::detached);
     for (const auto& listener : settings->listeners) {
       auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
       asio::co_spawn(executor,
                      net::accept_loop(acceptor,
-                                      [&listener, &live, executor, pool, handshakes](net::tcp::socket socket) {
+                                      [&listener, &live, executor, pool, handshakes, dns](net::tcp::socket socket) {
                                         session::runtime rt = live.get();
                                         rt.pool = pool;
                                         rt.handshakes = handshakes;
+                                        rt.dns = dns;
                                         asio::co_spawn(executor,
                                                        session::run_client_session(std::move(socket),
                                                                                    listener, std::move(rt)),

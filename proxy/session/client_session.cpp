@@ -105,6 +105,7 @@ class client_session final : public net::reply_observer {
         id_(new_session_id()),
         peer_ip_(peer.address().to_string()),
         peer_port_(peer.port()),
+        client_address_(peer.address()),
         local_(local),
         client_key_(std::move(client_key)),
         lockouts_(lockouts) {
@@ -137,6 +138,9 @@ class client_session final : public net::reply_observer {
         .add("listener", listener_.name)
         .add("trusted_network", policy_.trusted_client);
     const auto started = steady_clock::now();
+    if (policy_.mx && !policy_.trusted_client && rt_.dns != nullptr && !settings_.relay.dnsbl_zones.empty())
+      dnsbl_ = dnsbl_check::start(*rt_.dns, client_address_, settings_.relay.dnsbl_zones,
+                                  settings_.relay.dnsbl_timeout);
     bool secure = listener_.tls == tls_mode::implicit;
     if (!secure) {
       ended_ = co_await serve(socket);
@@ -668,7 +672,7 @@ class client_session final : public net::reply_observer {
   transaction& relay() {
     if (!transaction_)
       transaction_ = std::make_unique<transaction>(
-          session_view{settings_, rt_, id_, peer_ip_, state_, policy_, command_label_, errors_});
+          session_view{settings_, rt_, id_, peer_ip_, state_, policy_, dnsbl_.get(), command_label_, errors_});
     return *transaction_;
   }
 
@@ -735,6 +739,7 @@ class client_session final : public net::reply_observer {
   std::string id_;
   std::string peer_ip_;
   std::uint16_t peer_port_;
+  asio::ip::address client_address_;  ///< the client's (after any PROXY header)
   net::tcp::endpoint local_;  ///< the address the client connected to
   std::string client_key_;  ///< what connection limits and lockouts count by
   auth::lockout_table& lockouts_;
@@ -751,6 +756,8 @@ class client_session final : public net::reply_observer {
   /// Made when a command first needs it (see relay()): an idle session
   /// that has sent no mail does not hold one.
   std::unique_ptr<transaction> transaction_;
+  /// Asked at the start of an MX session whose client may not relay.
+  std::shared_ptr<dnsbl_check> dnsbl_;
 };
 
 // Every idle session holds this coroutine's frame, so it is spawned on its

@@ -7,6 +7,7 @@
 #include "auth/user_db.hpp"
 #include "config.hpp"
 #include "metrics.hpp"
+#include "net/dns_resolver.hpp"
 #include "session/backend_monitor.hpp"
 #include "session/backend_pool.hpp"
 #include "session/credential_verifier.hpp"
@@ -25,6 +26,7 @@ struct runtime {
   session_registry* sessions = nullptr;
   backend_pool* pool = nullptr;  ///< the session's thread's kept backend connections; null: none kept
   handshake_slots* handshakes = nullptr;  ///< the session's thread's TLS handshake slots; null: no cap
+  net::dns_resolver* dns = nullptr;       ///< the session's thread's DNS lookups; null: no mx listener
 };
 
 }  // namespace smtpguard::session

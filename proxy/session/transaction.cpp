@@ -261,6 +261,28 @@ net::awaitable<void> transaction::rcpt(net::line_io<Stream>& io, const smtp::com
   // Only an MX listener lets an unauthorized client this far: it may send
   // to the domains this server receives mail for, nowhere else.
   const bool authorized = session_.state.authenticated || session_.policy.trusted_client;
+  if (!authorized && session_.dnsbl != nullptr) {
+    const dnsbl_check::verdict blocklists = co_await session_.dnsbl->result();
+    if (blocklists.unanswered > 0)
+      log::event("dnsbl_unanswered")
+          .add("session", session_.id)
+          .add("client", session_.client_ip)
+          .add("zones", blocklists.unanswered);
+    if (!blocklists.zone.empty()) {
+      log::event("dnsbl_listed")
+          .add("session", session_.id)
+          .add("client", session_.client_ip)
+          .add("zone", blocklists.zone)
+          .add("recipient", path->mailbox);
+      session_.rt.stats->rejection("dnsbl");
+      // Postfix's wording, which senders' postmasters know to look up.
+      const std::string text = "554 5.7.1 Service unavailable; client [" + session_.client_ip +
+                               "] blocked using " + blocklists.zone + "\r\n";
+      const local_refusal refusal{text};
+      co_await refuse_in_order(io, refusal);
+      co_return;
+    }
+  }
   if (!authorized && !smtp::local_recipient(path->mailbox, session_.settings.relay.local_domains)) {
     log::event("relay_denied").add("session", session_.id).add("client", session_.client_ip).add("recipient",
                                                                                                path->mailbox);

@@ -14,6 +14,7 @@
 #include "net/asio_fwd.hpp"
 #include "net/line_io.hpp"
 #include "session/backend_connection.hpp"
+#include "session/dnsbl_check.hpp"
 #include "session/runtime.hpp"
 #include "smtp/command.hpp"
 #include "smtp/dialogue.hpp"
@@ -32,6 +33,8 @@ struct session_view {
   const std::string& client_ip;
   smtp::dialogue_state& state;    ///< in_transaction, recipients and smtputf8 are kept here
   const smtp::dialogue_policy& policy;
+  /// The blocklists' verdict on an MX client that is not authorized; null: none asked.
+  dnsbl_check* dnsbl;
   std::string_view& reply_label;  ///< the command the replies being queued are counted under
   int& errors;                    ///< the client's protocol errors so far
 };
