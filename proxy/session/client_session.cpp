@@ -105,7 +105,6 @@ class client_session final : public net::reply_observer {
         id_(new_session_id()),
         peer_ip_(peer.address().to_string()),
         peer_port_(peer.port()),
-        client_address_(peer.address()),
         local_(local),
         client_key_(std::move(client_key)),
         lockouts_(lockouts) {
@@ -139,7 +138,7 @@ class client_session final : public net::reply_observer {
         .add("trusted_network", policy_.trusted_client);
     const auto started = steady_clock::now();
     if (policy_.mx && !policy_.trusted_client && rt_.dns != nullptr && !settings_.relay.dnsbl_zones.empty())
-      dnsbl_ = dnsbl_check::start(*rt_.dns, client_address_, settings_.relay.dnsbl_zones,
+      dnsbl_ = dnsbl_check::start(*rt_.dns, asio::ip::make_address(peer_ip_), settings_.relay.dnsbl_zones,
                                   settings_.relay.dnsbl_timeout);
     bool secure = listener_.tls == tls_mode::implicit;
     if (!secure) {
@@ -739,7 +738,6 @@ class client_session final : public net::reply_observer {
   std::string id_;
   std::string peer_ip_;
   std::uint16_t peer_port_;
-  asio::ip::address client_address_;  ///< the client's (after any PROXY header)
   net::tcp::endpoint local_;  ///< the address the client connected to
   std::string client_key_;  ///< what connection limits and lockouts count by
   auth::lockout_table& lockouts_;
