@@ -259,11 +259,15 @@ void read_auth(const json& v, const std::string& path, const std::string& base, 
     if (!item.is_string()) fail(p, "expected a string");
     std::string m = item.get<std::string>();
     for (auto& c : m) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (m != "PLAIN" && m != "LOGIN" && m != "CRAM-MD5" && m != "SCRAM-SHA-256" && m != "SCRAM-SHA-256-PLUS")
+    if (m != "PLAIN" && m != "LOGIN" && m != "CRAM-MD5" && m != "SCRAM-SHA-256" && m != "SCRAM-SHA-256-PLUS" &&
+        m != "DIGEST-MD5")
       fail(p, "unsupported mechanism \"" + item.get<std::string>() +
-                  "\" (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-256-PLUS)");
+                  "\" (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, DIGEST-MD5)");
     return m;
   });
+  r.get("realm", auth.realm);
+  if (auth.realm.find_first_of("\"\\\r\n") != std::string::npos)
+    fail(r.path("realm"), "must not hold quotes, backslashes or line breaks");
   r.get_duration("failure_delay_ms", auth.failure_delay, 0, 60000);
   r.get_int("max_failures", auth.max_failures, 1, 100);
   r.get_int("verifier_threads", auth.verifier_threads, 1, 64);
@@ -605,6 +609,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   r.require("backend");
   read_backend(*r.find("backend"), "backend", c.backend);
   if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;
+  if (c.auth.realm.empty()) c.auth.realm = c.hostname;
   if (const json* v = r.find("limits")) read_limits(*v, "limits", c.limits);
   if (const json* v = r.find("timeouts")) read_timeouts(*v, "timeouts", c.timeouts);
   if (const json* v = r.find("smtp")) read_smtp(*v, "smtp", c.smtp);

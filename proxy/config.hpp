@@ -86,6 +86,8 @@ struct tls_config {
 struct auth_config {
   std::string users_file;
   std::vector<std::string> mechanisms{"PLAIN", "LOGIN", "CRAM-MD5"};
+  /// DIGEST-MD5's realm, which its stored secrets are computed with; empty: the hostname.
+  std::string realm;
   std::chrono::milliseconds failure_delay{1000};  ///< before a 535, against guessing
   int max_failures = 3;                           ///< per session, then 421 and close
   int verifier_threads = 2;                       ///< slow hash checks run here, not on I/O threads

@@ -1,5 +1,6 @@
 #include <charconv>
 #include <istream>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -11,6 +12,7 @@
 #include "auth/passwords.hpp"
 #include "auth/scram_secret.hpp"
 #include "auth/user_db.hpp"
+#include "sasl/digest_md5.hpp"
 
 namespace smtpguard::auth {
 namespace {
@@ -21,12 +23,14 @@ constexpr int exit_usage = 2;
 
 constexpr std::string_view usage =
     "usage: smtpguard passwd [--scheme yescrypt|bcrypt|sha512-crypt] [--user NAME]\n"
-    "                        [--scram-iterations N]\n"
+    "                        [--scram-iterations N] [--realm REALM]\n"
     "Reads one password line on standard input and prints a users-file entry:\n"
     "  {\"name\": NAME, \"password\": <crypt(3) hash>, \"cram_md5\": <HMAC-MD5 context>,\n"
     "   \"scram_sha256\": <SCRAM-SHA-256 salt, iterations and keys (RFC 5803)>}\n"
     "The default scheme is yescrypt, the default name \"user\" and the default\n"
-    "SCRAM iteration count 4096 (at least 4096).\n";
+    "SCRAM iteration count 4096 (at least 4096). With --realm (auth.realm, by\n"
+    "default the hostname), the entry also holds \"digest_md5\": MD5(user:realm:password)\n"
+    "for DIGEST-MD5.\n";
 
 // Wipes the password from memory however the command ends.
 struct wiped_string {
@@ -43,6 +47,7 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
   hash_scheme scheme = hash_scheme::yescrypt;
   std::string user = "user";
   std::uint32_t scram_iterations = scram_default_iterations;
+  std::optional<std::string> realm;
 
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -58,7 +63,7 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
       out << usage;
       return exit_ok;
     }
-    if (option != "--scheme" && option != "--user" && option != "--scram-iterations") {
+    if (option != "--scheme" && option != "--user" && option != "--scram-iterations" && option != "--realm") {
       err << "passwd: unknown option \"" << arg << "\"\n" << usage;
       return exit_usage;
     }
@@ -76,6 +81,12 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
         return exit_usage;
       }
       scheme = *parsed;
+    } else if (option == "--realm") {
+      if (value.empty()) {
+        err << "passwd: the realm must not be empty\n" << usage;
+        return exit_usage;
+      }
+      realm = value;
     } else if (option == "--scram-iterations") {
       const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), scram_iterations);
       if (error != std::errc() || end != value.data() + value.size() ||
@@ -122,6 +133,16 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
       entry["scram_sha256"] = scram_secret_to_text(make_scram_secret(prepared.value, scram_iterations));
     } else {
       err << "passwd: the password has characters SASLprep prohibits; no SCRAM-SHA-256 secret written\n";
+    }
+    if (realm) {
+      const auto secret = sasl::make_digest_md5_secret(user, *realm, password.value);
+      static constexpr char digits[] = "0123456789abcdef";
+      std::string hex;
+      for (const std::uint8_t b : secret) {
+        hex += digits[b >> 4];
+        hex += digits[b & 0x0f];
+      }
+      entry["digest_md5"] = hex;
     }
     out << entry.dump() << '\n';
   } catch (const std::exception& e) {

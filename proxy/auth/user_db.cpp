@@ -127,6 +127,27 @@ scram_secret read_scram_sha256(const json& value, const std::string& path) {
   return *secret;
 }
 
+std::array<std::uint8_t, 16> read_digest_md5(const json& value, const std::string& path) {
+  if (!value.is_string()) fail(path, "expected a string");
+  std::string_view text = value.get_ref<const std::string&>();
+  // Dovecot's scheme-tagged form, as `doveadm pw -s DIGEST-MD5` prints it.
+  constexpr std::string_view dovecot_tag = "{DIGEST-MD5}";
+  if (text.starts_with(dovecot_tag)) text.remove_prefix(dovecot_tag.size());
+  std::array<std::uint8_t, 16> secret{};
+  if (text.size() != 32) fail(path, "expected 32 hex digits: MD5(user:realm:password)");
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    unsigned value_of_pair = 0;
+    for (const char c : text.substr(2 * i, 2)) {
+      const auto lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const auto digit = std::string_view("0123456789abcdef").find(lower);
+      if (digit == std::string_view::npos) fail(path, "expected 32 hex digits: MD5(user:realm:password)");
+      value_of_pair = value_of_pair * 16 + static_cast<unsigned>(digit);
+    }
+    secret[i] = static_cast<std::uint8_t>(value_of_pair);
+  }
+  return secret;
+}
+
 std::vector<std::string> read_senders(const json& value, const std::string& path) {
   if (!value.is_array()) fail(path, "expected an array");
   std::vector<std::string> senders;
@@ -185,6 +206,7 @@ user_record read_user(const json& value, const std::string& path) {
     else if (key == "password") user.password_hash = read_password_hash(field, field_path);
     else if (key == "cram_md5") user.cram_md5 = read_cram_md5(field, field_path);
     else if (key == "scram_sha256") user.scram_sha256 = read_scram_sha256(field, field_path);
+    else if (key == "digest_md5") user.digest_md5 = read_digest_md5(field, field_path);
     else if (key == "senders") user.senders = read_senders(field, field_path);
     else if (key == "client_certificates") user.client_certificates = read_certificate_matches(field, field_path);
     else if (key == "relay_by_certificate") {
@@ -352,6 +374,18 @@ scram_secret user_db::scram_secret_for(std::string_view user) const {
   made_up.salt.assign(reinterpret_cast<const char*>(salt.data()), 16);
   made_up.stored_key = keyed("scram stored key");
   made_up.server_key = keyed("scram server key");
+  return made_up;
+}
+
+std::array<std::uint8_t, 16> user_db::digest_md5_secret_for(std::string_view user) const {
+  if (const user_record* record = find(user); record != nullptr && record->digest_md5) return *record->digest_md5;
+  std::array<std::uint8_t, 32> keyed{};
+  unsigned int length = 0;
+  const std::string message = "digest-md5" + std::string(1, '\0') + std::string(user);
+  HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(), reinterpret_cast<const std::uint8_t*>(message.data()),
+       message.size(), keyed.data(), &length);
+  std::array<std::uint8_t, 16> made_up{};
+  std::copy_n(keyed.begin(), made_up.size(), made_up.begin());
   return made_up;
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // The users file (JSON): {"users": [{"name", "password", "cram_md5",
-// "scram_sha256", "senders", "client_certificates", "relay_by_certificate"}]}.
+// "scram_sha256", "digest_md5", "senders", "client_certificates",
+// "relay_by_certificate"}]}.
 #include <array>
 #include <cstdint>
 #include <iosfwd>
@@ -24,6 +25,8 @@ struct user_record {
   std::string password_hash;                  ///< crypt(3) string; empty: no password login
   std::optional<cram_md5_context> cram_md5;   ///< absent: CRAM-MD5 refused for this user
   std::optional<scram_secret> scram_sha256;   ///< absent: SCRAM-SHA-256 fails for this user
+  /// MD5(user:realm:password) for auth.realm; absent: DIGEST-MD5 fails for this user.
+  std::optional<std::array<std::uint8_t, 16>> digest_md5;
   std::vector<std::string> senders;           ///< "a@b" exact, "@b" whole domain; empty: any sender
   /// Verified client certificates that are this user: "cn:NAME", "email:ADDRESS", "sha256:HEX".
   std::vector<std::string> client_certificates;
@@ -57,6 +60,9 @@ class user_db {
   /// stable per name and the iteration count real users have, so the
   /// server's first SCRAM message does not tell which names are real.
   scram_secret scram_secret_for(std::string_view user) const;
+  /// The user's DIGEST-MD5 secret; for a user without one, or an unknown
+  /// name, a made-up one that no password matches.
+  std::array<std::uint8_t, 16> digest_md5_secret_for(std::string_view user) const;
   /// The user a verified client certificate belongs to, or nullptr. A SHA-256
   /// fingerprint entry wins over an e-mail entry, which wins over a CN entry.
   const user_record* find_by_certificate(std::string_view sha256, std::span<const std::string> emails,

@@ -38,6 +38,8 @@ constexpr int stage_external_response = 6;
 constexpr int stage_scram_first = 7;
 constexpr int stage_scram_final = 8;
 constexpr int stage_scram_acknowledged = 9;
+constexpr int stage_digest_response = 10;
+constexpr int stage_digest_acknowledged = 11;
 
 step make_step(step::kind what, std::string text = {}) { return step{what, std::move(text)}; }
 
@@ -52,8 +54,9 @@ std::optional<std::uint8_t> hex_value(char c) {
 // the state the session can observe.
 class transitions {
  public:
-  transitions(int& stage, proof& out, const std::string& cram_challenge, scram_server* scram)
-      : stage_(stage), out_(out), cram_challenge_(cram_challenge), scram_(scram) {}
+  transitions(int& stage, proof& out, const std::string& cram_challenge, scram_server* scram,
+              digest_md5_server* digest)
+      : stage_(stage), out_(out), cram_challenge_(cram_challenge), scram_(scram), digest_(digest) {}
 
   step finish(step::kind what) {
     stage_ = stage_done;
@@ -161,16 +164,35 @@ class transitions {
     return finish(step::kind::complete);
   }
 
+  // As SCRAM: a wrong response completes unverified (535), and the
+  // server's proof goes in one more 334 the client answers with nothing.
+  step digest_response(std::string_view message) {
+    const auto verdict = digest_->respond(message);
+    if (verdict == digest_md5_server::verdict::malformed) return finish(step::kind::malformed);
+    out_ = digest_md5_proof{digest_->authzid(), digest_->user(), false};
+    if (verdict == digest_md5_server::verdict::wrong_response) return finish(step::kind::complete);
+    stage_ = stage_digest_acknowledged;
+    return make_step(step::kind::challenge, base64_encode(digest_->rspauth()));
+  }
+
+  step digest_acknowledged(std::string_view message) {
+    if (!message.empty()) return finish(step::kind::malformed);
+    std::get<digest_md5_proof>(out_).verified = true;
+    return finish(step::kind::complete);
+  }
+
  private:
   int& stage_;
   proof& out_;
   const std::string& cram_challenge_;
   scram_server* scram_;
+  digest_md5_server* digest_;
 };
 
 }  // namespace
 
-server_exchange::server_exchange(mechanism m, std::string cram_challenge, scram_setup scram)
+server_exchange::server_exchange(mechanism m, std::string cram_challenge, scram_setup scram,
+                                 digest_md5_setup digest)
     : mechanism_(m), cram_challenge_(std::move(cram_challenge)) {
   // A fixed (empty) challenge would make every CRAM-MD5 response replayable.
   if (mechanism_ == mechanism::cram_md5 && cram_challenge_.empty())
@@ -181,6 +203,11 @@ server_exchange::server_exchange(mechanism m, std::string cram_challenge, scram_
     scram_ = std::make_unique<scram_server>(std::move(scram.lookup), std::move(scram.nonce),
                                             std::move(scram.binding));
   }
+  if (mechanism_ == mechanism::digest_md5) {
+    if (!digest.lookup) throw std::invalid_argument("DIGEST-MD5 needs the users' secrets");
+    digest_ = std::make_unique<digest_md5_server>(std::move(digest.lookup), std::move(digest.realm),
+                                                  std::move(digest.nonce));
+  }
 }
 
 server_exchange::~server_exchange() = default;
@@ -188,7 +215,7 @@ server_exchange::~server_exchange() = default;
 step server_exchange::start(std::string_view initial_response, bool has_initial_response) {
   // Out-of-order calls are a caller bug: refuse them but keep what was gathered.
   if (stage_ != stage_idle) return make_step(step::kind::malformed);
-  transitions t(stage_, proof_, cram_challenge_, scram_.get());
+  transitions t(stage_, proof_, cram_challenge_, scram_.get(), digest_.get());
 
   // RFC 4954 section 4: "=" stands for an empty initial response; "*" only
   // cancels an answer to a challenge, so here it is just bad base64.
@@ -224,13 +251,18 @@ step server_exchange::start(std::string_view initial_response, bool has_initial_
       if (decoded) return t.scram_first(*decoded);
       stage_ = stage_scram_first;
       return make_step(step::kind::challenge);
+    case mechanism::digest_md5:
+      // RFC 2831: the server speaks first, as in CRAM-MD5.
+      if (decoded) return t.finish(step::kind::malformed);
+      stage_ = stage_digest_response;
+      return make_step(step::kind::challenge, base64_encode(digest_->challenge()));
   }
   return t.finish(step::kind::malformed);
 }
 
 step server_exchange::respond(std::string_view line) {
   if (stage_ == stage_idle || stage_ == stage_done) return make_step(step::kind::malformed);
-  transitions t(stage_, proof_, cram_challenge_, scram_.get());
+  transitions t(stage_, proof_, cram_challenge_, scram_.get(), digest_.get());
   if (line == "*") return t.finish(step::kind::cancelled);
   const std::optional<std::string> decoded = base64_decode(line);
   if (!decoded) return t.finish(step::kind::malformed);
@@ -244,6 +276,8 @@ step server_exchange::respond(std::string_view line) {
     case stage_scram_first: return t.scram_first(*decoded);
     case stage_scram_final: return t.scram_final(*decoded);
     case stage_scram_acknowledged: return t.scram_acknowledged(*decoded);
+    case stage_digest_response: return t.digest_response(*decoded);
+    case stage_digest_acknowledged: return t.digest_acknowledged(*decoded);
     default: return t.finish(step::kind::malformed);
   }
 }

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <variant>
 
+#include "sasl/digest_md5.hpp"
 #include "sasl/mechanism.hpp"
 #include "sasl/scram.hpp"
 
@@ -49,7 +50,13 @@ struct scram_proof {
   std::string user;
   bool verified = false;
 };
-using proof = std::variant<password_proof, cram_md5_proof, external_proof, scram_proof>;
+/// DIGEST-MD5: checked by the exchange too, against H(user:realm:password).
+struct digest_md5_proof {
+  std::string authzid;  ///< non-empty only when different from the user
+  std::string user;
+  bool verified = false;
+};
+using proof = std::variant<password_proof, cram_md5_proof, external_proof, scram_proof, digest_md5_proof>;
 
 /// What SCRAM-SHA-256 needs from the session: the users' stored secrets,
 /// the server's half of the nonce (make_scram_nonce()), and the TLS
@@ -60,11 +67,19 @@ struct scram_setup {
   scram_binding binding;
 };
 
+/// What DIGEST-MD5 needs: the users' secrets for `realm`, and a fresh nonce.
+struct digest_md5_setup {
+  digest_md5_server::secret_lookup lookup;
+  std::string realm;
+  std::string nonce;
+};
+
 class server_exchange {
  public:
   /// `cram_challenge` is the full "<...@host>" string, used only for CRAM-MD5;
-  /// `scram` is used only for SCRAM-SHA-256 and -PLUS.
-  explicit server_exchange(mechanism m, std::string cram_challenge = {}, scram_setup scram = {});
+  /// `scram` is used only for SCRAM-SHA-256 and -PLUS, `digest` only for DIGEST-MD5.
+  explicit server_exchange(mechanism m, std::string cram_challenge = {}, scram_setup scram = {},
+                           digest_md5_setup digest = {});
   ~server_exchange();
   server_exchange(const server_exchange&) = delete;
   server_exchange& operator=(const server_exchange&) = delete;
@@ -87,6 +102,7 @@ class server_exchange {
   /// Only for SCRAM-SHA-256, and on the heap: the exchange lives in a
   /// coroutine frame, and frames are recycled by size.
   std::unique_ptr<scram_server> scram_;
+  std::unique_ptr<digest_md5_server> digest_;  ///< only for DIGEST-MD5
 };
 
 /// A fresh CRAM-MD5 challenge "<random.unixtime@hostname>" (RFC 2195), with

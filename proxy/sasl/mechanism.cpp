@@ -8,13 +8,14 @@
 namespace smtpguard::sasl {
 namespace {
 
-constexpr std::array<std::pair<std::string_view, mechanism>, 6> names{{
+constexpr std::array<std::pair<std::string_view, mechanism>, 7> names{{
     {"PLAIN", mechanism::plain},
     {"LOGIN", mechanism::login},
     {"CRAM-MD5", mechanism::cram_md5},
     {"EXTERNAL", mechanism::external},
     {"SCRAM-SHA-256", mechanism::scram_sha_256},
     {"SCRAM-SHA-256-PLUS", mechanism::scram_sha_256_plus},
+    {"DIGEST-MD5", mechanism::digest_md5},
 }};
 
 }  // namespace

@@ -627,6 +627,11 @@ class client_session final : public net::reply_observer {
   sasl::server_exchange new_exchange(sasl::mechanism mechanism, SSL* ssl) const {
     if (mechanism == sasl::mechanism::cram_md5)
       return sasl::server_exchange(mechanism, sasl::make_cram_md5_challenge(settings_.hostname));
+    if (mechanism == sasl::mechanism::digest_md5)
+      return sasl::server_exchange(
+          mechanism, {}, {},
+          {[users = rt_.users](std::string_view user) { return users->digest_md5_secret_for(user); },
+           settings_.auth.realm, sasl::make_scram_nonce()});
     if (mechanism != sasl::mechanism::scram_sha_256 && mechanism != sasl::mechanism::scram_sha_256_plus)
       return sasl::server_exchange(mechanism);
     sasl::scram_setup scram{[users = rt_.users](std::string_view user) { return users->scram_secret_for(user); },

@@ -24,6 +24,8 @@ bool check(const auth::user_db& users, const sasl::proof& proof) {
   // The exchange checked the proof against the stored key itself.
   if (const auto* scram = std::get_if<sasl::scram_proof>(&proof))
     return scram->verified && scram->authzid.empty();
+  if (const auto* digest = std::get_if<sasl::digest_md5_proof>(&proof))
+    return digest->verified && digest->authzid.empty();
   return false;  // EXTERNAL carries no secret; the session checks the certificate itself
 }
 

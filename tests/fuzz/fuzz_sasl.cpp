@@ -3,7 +3,8 @@
 // flagged) and the answers to each challenge. Bit 0x8 of the first byte
 // picks SCRAM-SHA-256 (with 0x10: -PLUS, on a connection whose tls-exporter
 // data is "EXPORTED"; 0x20: -PLUS was offered), whose secret and server nonce
-// are RFC 7677's, so the corpus can hold that RFC's whole exchange.
+// are RFC 7677's, so the corpus can hold that RFC's whole exchange. Bit 0x40
+// picks DIGEST-MD5 with RFC 2831's user, realm and nonce.
 // The exchange must end in exactly one terminal step, never accept more
 // input afterwards, and hand the verifier only credentials within the
 // documented bounds.
@@ -69,6 +70,11 @@ void check_credentials(const sasl::server_exchange& exchange) {
     FUZZ_CHECK(scram->authzid.size() <= 255 && scram->authzid != scram->user);
     // Only RFC 7677's own user and proof can verify against its secret.
     if (scram->verified) FUZZ_CHECK(scram->user == "user");
+  } else if (const auto* digest = std::get_if<sasl::digest_md5_proof>(&p)) {
+    FUZZ_CHECK(exchange.which() == sasl::mechanism::digest_md5);
+    FUZZ_CHECK(!digest->user.empty() && digest->user.size() <= 255 && digest->user.find('\0') == std::string::npos);
+    FUZZ_CHECK(digest->authzid != digest->user);
+    if (digest->verified) FUZZ_CHECK(digest->user == "chris");
   } else {
     const auto& external = std::get<sasl::external_proof>(p);
     FUZZ_CHECK(exchange.which() == sasl::mechanism::external);
@@ -85,6 +91,10 @@ bool same_proof(const sasl::proof& a, const sasl::proof& b) {
   if (const auto* x = std::get_if<sasl::cram_md5_proof>(&a)) {
     const auto& y = std::get<sasl::cram_md5_proof>(b);
     return x->user == y.user && x->challenge == y.challenge && x->digest == y.digest;
+  }
+  if (const auto* x = std::get_if<sasl::digest_md5_proof>(&a)) {
+    const auto& y = std::get<sasl::digest_md5_proof>(b);
+    return x->user == y.user && x->authzid == y.authzid && x->verified == y.verified;
   }
   if (const auto* x = std::get_if<sasl::scram_proof>(&a)) {
     const auto& y = std::get<sasl::scram_proof>(b);
@@ -109,7 +119,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                                    sasl::mechanism::cram_md5, sasl::mechanism::external};
   const sasl::mechanism scram =
       (data[0] & 0x10) ? sasl::mechanism::scram_sha_256_plus : sasl::mechanism::scram_sha_256;
-  const sasl::mechanism mechanism = (data[0] & 0x8) ? scram : mechanisms[data[0] & 0x3];
+  const sasl::mechanism mechanism = (data[0] & 0x40) ? sasl::mechanism::digest_md5
+                                    : (data[0] & 0x8) ? scram
+                                                      : mechanisms[data[0] & 0x3];
   const bool plus_offered = data[0] & 0x20;
   const bool has_initial_response = data[0] & 0x4;
   const auto lines = smtpguard::fuzz::split_lines(smtpguard::fuzz::as_view(data + 1, size - 1));
@@ -123,9 +135,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                  if (type == "tls-exporter") return std::string("EXPORTED");
                                  return std::nullopt;
                                }};
+  sasl::digest_md5_setup digest{
+      [](std::string_view) { return sasl::make_digest_md5_secret("chris", "elwood.innosoft.com", "secret"); },
+      "elwood.innosoft.com", "OA6MG9tEQGm2hh"};
   sasl::server_exchange exchange(mechanism, std::string(cram_challenge),
                                  {[](std::string_view) { return pencil(); }, std::string(scram_nonce),
-                                  std::move(binding)});
+                                  std::move(binding)},
+                                 std::move(digest));
   std::size_t next = 0;
   std::string_view initial;
   if (has_initial_response && next < lines.size()) initial = lines[next++];

@@ -77,6 +77,19 @@ TEST(auth_passwd_command, scram_secret_of_the_saslprepped_password) {
   EXPECT_EQ(scram->stored_key, make_scram_secret("pass", scram->salt, 5000).stored_key);
 }
 
+TEST(auth_passwd_command, digest_md5_secret_only_with_a_realm) {
+  EXPECT_FALSE(nlohmann::json::parse(run({}, "secret\n").out).contains("digest_md5"));
+  const result r = run({"--user", "chris", "--realm", "elwood.innosoft.com", "--scheme=sha512-crypt"}, "secret\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto entry = nlohmann::json::parse(r.out);
+  // MD5("chris:elwood.innosoft.com:secret"), RFC 2831's example user.
+  EXPECT_EQ(entry.at("digest_md5"), "eb5a750053e4d2c34aa84bbc9b0b6ee7");
+  const user_db db = user_db::parse(nlohmann::json{{"users", {entry}}});
+  const auto secret = db.digest_md5_secret_for("chris");
+  EXPECT_EQ(secret[0], 0xeb);
+  EXPECT_EQ(secret[15], 0xe7);
+}
+
 TEST(auth_passwd_command, no_scram_secret_for_a_password_saslprep_prohibits) {
   const result r = run({}, "bell\x07\n");
   ASSERT_EQ(r.code, 0) << r.err;
@@ -113,7 +126,7 @@ TEST(auth_passwd_command, usage_errors) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"--scheme", "md5"}, {"--scheme"}, {"--user"}, {"--user", ""}, {"--bogus"}, {"extra"}, {"--help=1"},
            {"--scram-iterations", "4095"}, {"--scram-iterations=10000001"}, {"--scram-iterations=4096x"},
-           {"--scram-iterations"}}) {
+           {"--scram-iterations"}, {"--realm"}, {"--realm="}}) {
     const result r = run(args, "secret phrase\n");
     EXPECT_EQ(r.code, 2) << args.front();
     EXPECT_EQ(r.out, "");

@@ -179,6 +179,18 @@ TEST(auth_user_db, scram_secrets) {
   EXPECT_EQ(again.scram_secret_for("nobody").iterations, scram_default_iterations);
 }
 
+TEST(auth_user_db, digest_md5_secrets) {
+  const user_db db = user_db::parse(json{{"users",
+                                          {{{"name", "chris"}, {"digest_md5", "EB5A750053E4D2C34AA84BBC9B0B6EE7"}},
+                                           {{"name", "dove"}, {"digest_md5", "{DIGEST-MD5}" + std::string(32, 'f')}},
+                                           {{"name", "none"}, {"password", sengoku_hash()}}}}});
+  EXPECT_EQ(db.digest_md5_secret_for("chris")[0], 0xeb);
+  EXPECT_EQ(db.digest_md5_secret_for("dove")[7], 0xff);
+  // Made up for the others: stable per name, different between names.
+  EXPECT_EQ(db.digest_md5_secret_for("none"), db.digest_md5_secret_for("none"));
+  EXPECT_NE(db.digest_md5_secret_for("none"), db.digest_md5_secret_for("nobody"));
+}
+
 TEST(auth_user_db, errors_name_the_json_path) {
   struct row {
     std::string document;
@@ -206,6 +218,10 @@ TEST(auth_user_db, errors_name_the_json_path) {
                "users[0].cram_md5: expected 64 hex digits"},
            row{R"({"users": [{"name": "a", "cram_md5": null}]})", "users[0].cram_md5: expected a string"},
            row{R"({"users": [{"name": "a", "scram_sha256": 1}]})", "users[0].scram_sha256: expected a string"},
+           row{R"({"users": [{"name": "a", "digest_md5": "abc"}]})",
+               "users[0].digest_md5: expected 32 hex digits: MD5(user:realm:password)"},
+           row{R"({"users": [{"name": "a", "digest_md5": ")" + std::string(31, '0') + R"(x"}]})",
+               "users[0].digest_md5: expected 32 hex digits: MD5(user:realm:password)"},
            row{R"({"users": [{"name": "a", "scram_sha256": "SCRAM-SHA-256$1:AA==$AA==:AA=="}]})",
                "users[0].scram_sha256: expected \"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>\" "
                "(RFC 5803) or \"{SCRAM-SHA-256}<iterations>,<salt>,<StoredKey>,<ServerKey>\", base64 fields, "

@@ -144,6 +144,7 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_FALSE(c.metrics.address.has_value());
   EXPECT_EQ(c.log.format, log_format::text);
   EXPECT_TRUE(c.relay.trusted_networks.empty());
+  EXPECT_EQ(c.auth.realm, c.hostname);
   EXPECT_GE(c.threads, 1);
   EXPECT_EQ(c.threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
@@ -155,7 +156,8 @@ TEST_F(core_config, explicit_values) {
       set("/listeners/2", json{{"name", "lan"}, {"address", "10.0.0.1:25"}, {"tls", "none"},
                                {"require_tls", false}, {"allow_plaintext_auth", true}}),
       set("/tls/min_version", "1.3"),
-      set("/auth/mechanisms", json{"plain", "Cram-Md5", "scram-sha-256", "Scram-Sha-256-Plus"}),
+      set("/auth/mechanisms", json{"plain", "Cram-Md5", "scram-sha-256", "Scram-Sha-256-Plus", "digest-md5"}),
+      set("/auth/realm", "example.org"),
       set("/backend/helo_name", "relay.example.org"),
       set("/relay/trusted_networks", json{"10.0.0.0/8", "2001:db8::/32", "192.0.2.7"}),
       set("/relay/local_domains", json{"example.org", ".example.org"}),
@@ -180,7 +182,8 @@ TEST_F(core_config, explicit_values) {
   EXPECT_TRUE(c.listeners[2].allow_plaintext_auth);
   EXPECT_EQ(c.tls.min_version, "1.3");
   EXPECT_EQ(c.auth.mechanisms,
-            (std::vector<std::string>{"PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"}));
+            (std::vector<std::string>{"PLAIN", "CRAM-MD5", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "DIGEST-MD5"}));
+  EXPECT_EQ(c.auth.realm, "example.org");
   EXPECT_EQ(c.backend.helo_name, "relay.example.org");
   ASSERT_EQ(c.relay.trusted_networks.size(), 3u);
   EXPECT_EQ(c.relay.local_domains, (std::vector<std::string>{"example.org", ".example.org"}));
@@ -238,7 +241,7 @@ TEST_F(core_config, unknown_keys) {
       {{set("/listeners/0/frobnicate", true)}, "listeners[0].frobnicate"},
       {{set("/tls/certificates/0/foo", "x")}, "tls.certificates[0].foo"},
       {{set("/tls/ciphers", "x")}, "tls.ciphers"},
-      {{set("/auth/realm", "x")}, "auth.realm"},
+      {{set("/auth/domain", "x")}, "auth.domain"},
       {{set("/backend/port", 25)}, "backend.port"},
       {{set("/limits/max_rcpt", 5)}, "limits.max_rcpt"},
       {{set("/timeouts/idle", 5)}, "timeouts.idle"},
@@ -317,7 +320,8 @@ TEST_F(core_config, invalid_values) {
       {{set("/listeners/0/tls", "implicit"), drop("/tls/certificates")}, "tls.certificates"},
       {{set("/tls/min_version", "1.1")}, "tls.min_version"},
       {{set("/tls/min_version", "1.0")}, "tls.min_version"},
-      {{set("/auth/mechanisms/0", "DIGEST-MD5")}, "auth.mechanisms[0]"},
+      {{set("/auth/mechanisms/0", "GSSAPI")}, "auth.mechanisms[0]"},
+      {{set("/auth/realm", "a\"b")}, "auth.realm"},
       {{set("/auth/max_failures", 0)}, "auth.max_failures"},
       {{set("/backend/address", "backend")}, "backend.address"},
       {{set("/timeouts/backend_program_exit", 0)}, "timeouts.backend_program_exit"},
