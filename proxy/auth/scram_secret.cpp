@@ -22,15 +22,7 @@ constexpr std::size_t salt_size = 16;
 constexpr std::string_view rfc5803_tag = "SCRAM-SHA-256$";
 constexpr std::string_view dovecot_tag = "{SCRAM-SHA-256}";
 
-using key = std::array<std::uint8_t, SHA256_DIGEST_LENGTH>;
-
-key hmac(const key& k, std::string_view text) {
-  key out{};
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), k.data(), k.size(), reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
-       out.data(), &length);
-  return out;
-}
+using key = scram_key;
 
 std::string_view as_text(const key& k) { return {reinterpret_cast<const char*>(k.data()), k.size()}; }
 
@@ -72,17 +64,25 @@ std::optional<scram_secret> from_fields(std::string_view iterations, std::string
 
 }  // namespace
 
+scram_key scram_hmac(const scram_key& k, std::string_view text) {
+  scram_key out{};
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), k.data(), k.size(), reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
+       out.data(), &length);
+  return out;
+}
+
 scram_secret make_scram_secret(std::string_view password, std::string_view salt, std::uint32_t iterations) {
   key salted{};
   if (!PKCS5_PBKDF2_HMAC(password.data(), password.size(), reinterpret_cast<const std::uint8_t*>(salt.data()),
                          salt.size(), iterations, EVP_sha256(), salted.size(), salted.data()))
     throw std::runtime_error("PBKDF2 failed");
-  const key client_key = hmac(salted, "Client Key");
+  const key client_key = scram_hmac(salted, "Client Key");
   scram_secret secret;
   secret.iterations = iterations;
   secret.salt = salt;
   SHA256(client_key.data(), client_key.size(), secret.stored_key.data());
-  secret.server_key = hmac(salted, "Server Key");
+  secret.server_key = scram_hmac(salted, "Server Key");
   OPENSSL_cleanse(salted.data(), salted.size());
   return secret;
 }

@@ -11,11 +11,16 @@
 
 namespace smtpguard::auth {
 
+/// A SHA-256 sized key, and HMAC-SHA-256 with it: the step RFC 5802's
+/// formulas repeat.
+using scram_key = std::array<std::uint8_t, 32>;
+scram_key scram_hmac(const scram_key& key, std::string_view text);
+
 struct scram_secret {
   std::uint32_t iterations = 0;
   std::string salt;                           ///< raw octets
-  std::array<std::uint8_t, 32> stored_key{};  ///< H(ClientKey)
-  std::array<std::uint8_t, 32> server_key{};  ///< HMAC(SaltedPassword, "Server Key")
+  scram_key stored_key{};  ///< H(ClientKey)
+  scram_key server_key{};  ///< HMAC(SaltedPassword, "Server Key")
 };
 
 /// RFC 7677 section 4 asks for at least 4096 iterations; so do PostgreSQL

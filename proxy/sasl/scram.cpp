@@ -3,8 +3,6 @@
 #include <stdexcept>
 #include <utility>
 
-#include <openssl/digest.h>
-#include <openssl/hmac.h>
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -20,15 +18,8 @@ constexpr std::size_t max_identity_size = 255;
 constexpr std::size_t max_nonce_size = 255;
 constexpr std::size_t nonce_octets = 18;
 
-using key = std::array<std::uint8_t, SHA256_DIGEST_LENGTH>;
-
-key hmac(const key& k, std::string_view text) {
-  key out{};
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), k.data(), k.size(), reinterpret_cast<const std::uint8_t*>(text.data()), text.size(),
-       out.data(), &length);
-  return out;
-}
+using key = auth::scram_key;
+using auth::scram_hmac;
 
 /// Cuts the next ','-separated attribute off `text`.
 std::string_view next_attribute(std::string_view& text) {
@@ -162,7 +153,7 @@ scram_server::verdict scram_server::final(std::string_view client_final) {
 
   auth_message_ += ',';
   auth_message_ += without_proof;
-  const key client_signature = hmac(secret_.stored_key, auth_message_);
+  const key client_signature = scram_hmac(secret_.stored_key, auth_message_);
   key client_key{};
   for (std::size_t i = 0; i < client_key.size(); ++i)
     client_key[i] = static_cast<std::uint8_t>(static_cast<std::uint8_t>((*proof)[i]) ^ client_signature[i]);
@@ -171,7 +162,7 @@ scram_server::verdict scram_server::final(std::string_view client_final) {
   const bool matches = CRYPTO_memcmp(stored.data(), secret_.stored_key.data(), stored.size()) == 0;
   OPENSSL_cleanse(client_key.data(), client_key.size());
   if (!matches) return verdict::wrong_proof;
-  server_final_ = "v=" + base64_encode(as_text(hmac(secret_.server_key, auth_message_)));
+  server_final_ = "v=" + base64_encode(as_text(scram_hmac(secret_.server_key, auth_message_)));
   return verdict::verified;
 }
 
