@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <openssl/mem.h>
 
+#include "auth/hex.hpp"
 #include "auth/passwords.hpp"
 #include "auth/scram_secret.hpp"
 #include "auth/user_db.hpp"
@@ -135,14 +136,7 @@ int run_passwd_command(int argc, char** argv, std::istream& in, std::ostream& ou
       err << "passwd: the password has characters SASLprep prohibits; no SCRAM-SHA-256 secret written\n";
     }
     if (realm) {
-      const auto secret = sasl::make_digest_md5_secret(user, *realm, password.value);
-      static constexpr char digits[] = "0123456789abcdef";
-      std::string hex;
-      for (const std::uint8_t b : secret) {
-        hex += digits[b >> 4];
-        hex += digits[b & 0x0f];
-      }
-      entry["digest_md5"] = hex;
+      entry["digest_md5"] = to_hex(sasl::make_digest_md5_secret(user, *realm, password.value));
     }
     out << entry.dump() << '\n';
   } catch (const std::exception& e) {

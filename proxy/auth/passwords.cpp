@@ -9,6 +9,8 @@
 #include <openssl/md5.h>
 #include <openssl/mem.h>
 
+#include "auth/hex.hpp"
+
 namespace smtpguard::auth {
 namespace {
 
@@ -69,13 +71,6 @@ MD5_CTX resume_after_one_block(const std::uint8_t* state) {
   ctx.Nh = 0;
   ctx.num = 0;
   return ctx;
-}
-
-std::optional<std::uint8_t> hex_value(char c) {
-  if (c >= '0' && c <= '9') return static_cast<std::uint8_t>(c - '0');
-  if (c >= 'a' && c <= 'f') return static_cast<std::uint8_t>(c - 'a' + 10);
-  if (c >= 'A' && c <= 'F') return static_cast<std::uint8_t>(c - 'A' + 10);
-  return std::nullopt;
 }
 
 }  // namespace
@@ -144,26 +139,11 @@ cram_md5_context make_cram_md5_context(std::string_view password) {
   return ctx;
 }
 
-std::string cram_md5_context_to_hex(const cram_md5_context& ctx) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(ctx.size() * 2);
-  for (const std::uint8_t b : ctx) {
-    hex += digits[b >> 4];
-    hex += digits[b & 0x0f];
-  }
-  return hex;
-}
+std::string cram_md5_context_to_hex(const cram_md5_context& ctx) { return to_hex(ctx); }
 
 std::optional<cram_md5_context> cram_md5_context_from_hex(std::string_view hex) {
   cram_md5_context ctx{};
-  if (hex.size() != ctx.size() * 2) return std::nullopt;
-  for (std::size_t i = 0; i < ctx.size(); ++i) {
-    const auto high = hex_value(hex[2 * i]);
-    const auto low = hex_value(hex[2 * i + 1]);
-    if (!high || !low) return std::nullopt;
-    ctx[i] = static_cast<std::uint8_t>(*high << 4 | *low);
-  }
+  if (!from_hex(hex, ctx)) return std::nullopt;
   return ctx;
 }
 

@@ -15,6 +15,7 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "auth/hex.hpp"
 #include "smtp/chars.hpp"
 
 namespace smtpguard::auth {
@@ -44,12 +45,7 @@ using smtp::iequals;
 std::string random_password() {
   std::uint8_t bytes[24];
   if (!RAND_bytes(bytes, sizeof bytes)) throw std::runtime_error("RAND_bytes failed");
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string text;
-  for (const std::uint8_t b : bytes) {
-    text += digits[b >> 4];
-    text += digits[b & 0x0f];
-  }
+  std::string text = to_hex(bytes);
   OPENSSL_cleanse(bytes, sizeof bytes);
   return text;
 }
@@ -134,17 +130,7 @@ std::array<std::uint8_t, 16> read_digest_md5(const json& value, const std::strin
   constexpr std::string_view dovecot_tag = "{DIGEST-MD5}";
   if (text.starts_with(dovecot_tag)) text.remove_prefix(dovecot_tag.size());
   std::array<std::uint8_t, 16> secret{};
-  if (text.size() != 32) fail(path, "expected 32 hex digits: MD5(user:realm:password)");
-  for (std::size_t i = 0; i < secret.size(); ++i) {
-    unsigned value_of_pair = 0;
-    for (const char c : text.substr(2 * i, 2)) {
-      const auto lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      const auto digit = std::string_view("0123456789abcdef").find(lower);
-      if (digit == std::string_view::npos) fail(path, "expected 32 hex digits: MD5(user:realm:password)");
-      value_of_pair = value_of_pair * 16 + static_cast<unsigned>(digit);
-    }
-    secret[i] = static_cast<std::uint8_t>(value_of_pair);
-  }
+  if (!from_hex(text, secret)) fail(path, "expected 32 hex digits: MD5(user:realm:password)");
   return secret;
 }
 
@@ -329,13 +315,21 @@ bool user_db::verify_password(std::string_view user, std::string_view password) 
 // The same unknown name always gets the same dummy (repeating a guess shows
 // nothing new), and which one is secret (a keyed hash of the name).
 const std::string& user_db::dummy_hash_for(std::string_view user) const {
-  std::uint8_t digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(), reinterpret_cast<const std::uint8_t*>(user.data()),
-       user.size(), digest, &length);
+  const auto digest = keyed_hash("crypt dummy", user);
   std::uint64_t pick = 0;
-  for (unsigned int i = 0; i < 8 && i < length; ++i) pick = (pick << 8) | digest[i];
+  for (std::size_t i = 0; i < 8; ++i) pick = (pick << 8) | digest[i];
   return dummy_hashes_[dummy_for_user_[pick % dummy_for_user_.size()]];
+}
+
+// Stands in for what unknown names lack: the same value every time a name
+// is asked about, a different one per name and purpose, and unguessable.
+std::array<std::uint8_t, 32> user_db::keyed_hash(std::string_view purpose, std::string_view user) const {
+  std::array<std::uint8_t, 32> digest{};
+  unsigned int length = 0;
+  const std::string message = std::string(purpose) + '\0' + std::string(user);
+  HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(),
+       reinterpret_cast<const std::uint8_t*>(message.data()), message.size(), digest.data(), &length);
+  return digest;
 }
 
 bool user_db::verify_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest) const {
@@ -358,32 +352,20 @@ std::size_t user_db::without_scram_secret() const noexcept {
 scram_secret user_db::scram_secret_for(std::string_view user) const {
   if (const user_record* record = find(user); record != nullptr && record->scram_sha256)
     return *record->scram_sha256;
-  // Keyed hashes of the name: the same salt every time it is asked for, and
-  // a stored key no one knows a preimage of.
-  auto keyed = [&](std::string_view label) {
-    std::array<std::uint8_t, 32> digest{};
-    unsigned int length = 0;
-    const std::string message = std::string(label) + '\0' + std::string(user);
-    HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(),
-         reinterpret_cast<const std::uint8_t*>(message.data()), message.size(), digest.data(), &length);
-    return digest;
-  };
+  // The same salt every time the name is asked for, and a stored key no one
+  // knows a preimage of.
   scram_secret made_up;
   made_up.iterations = dummy_scram_iterations_;
-  const auto salt = keyed("scram salt");
+  const auto salt = keyed_hash("scram salt", user);
   made_up.salt.assign(reinterpret_cast<const char*>(salt.data()), 16);
-  made_up.stored_key = keyed("scram stored key");
-  made_up.server_key = keyed("scram server key");
+  made_up.stored_key = keyed_hash("scram stored key", user);
+  made_up.server_key = keyed_hash("scram server key", user);
   return made_up;
 }
 
 std::array<std::uint8_t, 16> user_db::digest_md5_secret_for(std::string_view user) const {
   if (const user_record* record = find(user); record != nullptr && record->digest_md5) return *record->digest_md5;
-  std::array<std::uint8_t, 32> keyed{};
-  unsigned int length = 0;
-  const std::string message = "digest-md5" + std::string(1, '\0') + std::string(user);
-  HMAC(EVP_sha256(), dummy_key_.data(), dummy_key_.size(), reinterpret_cast<const std::uint8_t*>(message.data()),
-       message.size(), keyed.data(), &length);
+  const auto keyed = keyed_hash("digest-md5", user);
   std::array<std::uint8_t, 16> made_up{};
   std::copy_n(keyed.begin(), made_up.size(), made_up.begin());
   return made_up;

@@ -73,6 +73,8 @@ class user_db {
 
  private:
   const std::string& dummy_hash_for(std::string_view user) const;
+  /// HMAC-SHA-256 of `purpose` and `user` under dummy_key_.
+  std::array<std::uint8_t, 32> keyed_hash(std::string_view purpose, std::string_view user) const;
 
   std::unordered_map<std::string, user_record> users_;
   std::uint64_t generation_ = 0;

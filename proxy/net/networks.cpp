@@ -7,10 +7,14 @@
 
 namespace smtpguard::net {
 
-bool in_networks(const asio::ip::address& address, const std::vector<ip_network>& networks) {
-  asio::ip::address plain = address;
+asio::ip::address unmapped(const asio::ip::address& address) {
   if (address.is_v6() && address.to_v6().is_v4_mapped())
-    plain = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return address;
+}
+
+bool in_networks(const asio::ip::address& address, const std::vector<ip_network>& networks) {
+  const asio::ip::address plain = unmapped(address);
   const bool v6 = plain.is_v6();
   std::array<unsigned char, 16> bytes{};
   if (v6) {

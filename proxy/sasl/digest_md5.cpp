@@ -7,6 +7,7 @@
 #include <openssl/md5.h>
 #include <openssl/mem.h>
 
+#include "auth/hex.hpp"
 #include "smtp/chars.hpp"
 
 namespace smtpguard::sasl {
@@ -14,20 +15,10 @@ namespace {
 
 constexpr std::size_t max_identity_size = 255;
 
-std::string to_hex(const std::uint8_t* bytes, std::size_t size) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (std::size_t i = 0; i < size; ++i) {
-    hex += digits[bytes[i] >> 4];
-    hex += digits[bytes[i] & 0x0f];
-  }
-  return hex;
-}
-
 std::string md5_hex(std::string_view text) {
   std::uint8_t digest[MD5_DIGEST_LENGTH];
   MD5(reinterpret_cast<const std::uint8_t*>(text.data()), text.size(), digest);
-  return to_hex(digest, sizeof digest);
+  return auth::to_hex(digest);
 }
 
 /// UTF-8 -> ISO 8859-1, or nullopt when a character has no Latin-1 form.

@@ -1,5 +1,6 @@
 #include "sasl/exchange.hpp"
 
+#include <array>
 #include <cstdint>
 #include <ctime>
 #include <optional>
@@ -10,6 +11,7 @@
 
 #include <openssl/rand.h>
 
+#include "auth/hex.hpp"
 #include "sasl/base64.hpp"
 
 namespace smtpguard::sasl {
@@ -42,13 +44,6 @@ constexpr int stage_digest_response = 10;
 constexpr int stage_digest_acknowledged = 11;
 
 step make_step(step::kind what, std::string text = {}) { return step{what, std::move(text)}; }
-
-std::optional<std::uint8_t> hex_value(char c) {
-  if (c >= '0' && c <= '9') return static_cast<std::uint8_t>(c - '0');
-  if (c >= 'a' && c <= 'f') return static_cast<std::uint8_t>(c - 'a' + 10);
-  if (c >= 'A' && c <= 'F') return static_cast<std::uint8_t>(c - 'A' + 10);
-  return std::nullopt;
-}
 
 // The per-exchange transitions, kept out of the header so that it only shows
 // the state the session can observe.
@@ -127,14 +122,9 @@ class transitions {
         hex.size() != cram_md5_hex_size)
       return finish(step::kind::malformed);
 
-    std::string digest(cram_md5_hex_size / 2, '\0');
-    for (std::size_t i = 0; i < digest.size(); ++i) {
-      const auto high = hex_value(hex[2 * i]);
-      const auto low = hex_value(hex[2 * i + 1]);
-      if (!high || !low) return finish(step::kind::malformed);
-      digest[i] = static_cast<char>((*high << 4) | *low);
-    }
-    out_ = cram_md5_proof{std::string(user), cram_challenge_, std::move(digest)};
+    std::array<std::uint8_t, cram_md5_hex_size / 2> digest{};
+    if (!auth::from_hex(hex, digest)) return finish(step::kind::malformed);
+    out_ = cram_md5_proof{std::string(user), cram_challenge_, std::string(digest.begin(), digest.end())};
     return finish(step::kind::complete);
   }
 

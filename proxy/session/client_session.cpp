@@ -520,7 +520,7 @@ class client_session final : public net::reply_observer {
       const outcome ended = co_await locked_out(io, mechanism_label, auth::lockout_scope::ip, {});
       co_return ended;
     }
-    sasl::server_exchange exchange = new_exchange(*mechanism, tls_of(io.stream()));
+    sasl::server_exchange exchange = new_exchange(*mechanism, tls_of(io.stream()), offered);
     sasl::step step = exchange.start(initial, has_initial);
     while (step.what == sasl::step::kind::challenge) {
       io.queue("334 " + step.text + "\r\n");
@@ -623,8 +623,9 @@ class client_session final : public net::reply_observer {
 
   /// Made outside the coroutine, so that what only some mechanisms need
   /// does not take room in every AUTH's frame. `ssl`: the connection's TLS,
-  /// or null on a plaintext one.
-  sasl::server_exchange new_exchange(sasl::mechanism mechanism, SSL* ssl) const {
+  /// or null on a plaintext one; `offered`: offered_mechanisms().
+  sasl::server_exchange new_exchange(sasl::mechanism mechanism, SSL* ssl,
+                                     const std::vector<std::string_view>& offered) const {
     if (mechanism == sasl::mechanism::cram_md5)
       return sasl::server_exchange(mechanism, sasl::make_cram_md5_challenge(settings_.hostname));
     if (mechanism == sasl::mechanism::digest_md5)
@@ -637,7 +638,6 @@ class client_session final : public net::reply_observer {
     sasl::scram_setup scram{[users = rt_.users](std::string_view user) { return users->scram_secret_for(user); },
                             sasl::make_scram_nonce(),
                             {}};
-    const auto offered = offered_mechanisms();
     scram.binding.plus_offered = std::find(offered.begin(), offered.end(), sasl::mechanism_name(
                                                sasl::mechanism::scram_sha_256_plus)) != offered.end();
     if (ssl != nullptr)

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 
+#include "net/networks.hpp"
 #include "smtp/dnsbl.hpp"
 
 namespace smtpguard::session {
@@ -11,10 +12,7 @@ std::shared_ptr<dnsbl_check> dnsbl_check::start(net::dns_resolver& dns, const as
                                                 const std::vector<std::string>& zones,
                                                 std::chrono::milliseconds timeout) {
   std::shared_ptr<dnsbl_check> check(new dnsbl_check(std::chrono::steady_clock::now() + timeout));
-  asio::ip::address plain = client;
-  if (client.is_v6() && client.to_v6().is_v4_mapped())
-    plain = asio::ip::make_address_v4(asio::ip::v4_mapped, client.to_v6());
-  std::string name_prefix;
+  const asio::ip::address plain = net::unmapped(client);
   for (const auto& zone : zones) {
     const std::string name = plain.is_v4() ? smtp::dnsbl_query_name(plain.to_v4().to_bytes(), zone)
                                            : smtp::dnsbl_query_name(plain.to_v6().to_bytes(), zone);
