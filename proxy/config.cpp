@@ -178,6 +178,16 @@ ip_network read_network(const json& item, const std::string& path) {
   return *network;
 }
 
+// A load balancer's PROXY header in front of a listener, and who may send it.
+void read_proxy_settings(object_reader& r, listener_config& l) {
+  r.get("proxy_protocol", l.proxy_protocol);
+  read_array<ip_network>(r, "proxy_trusted", l.proxy_trusted, read_network);
+  if (l.proxy_protocol && l.proxy_trusted.empty())
+    fail(r.path("proxy_trusted"), "is required with proxy_protocol: the load balancers allowed to send it");
+  if (!l.proxy_protocol && !l.proxy_trusted.empty())
+    fail(r.path("proxy_trusted"), "means nothing without \"proxy_protocol\": true");
+}
+
 listener_config read_listener(const json& v, const std::string& path) {
   object_reader r(v, path);
   listener_config l;
@@ -192,12 +202,7 @@ listener_config read_listener(const json& v, const std::string& path) {
   l.require_tls = l.role != listener_role::mx;
   r.get("require_tls", l.require_tls);
   r.get("allow_plaintext_auth", l.allow_plaintext_auth);
-  r.get("proxy_protocol", l.proxy_protocol);
-  read_array<ip_network>(r, "proxy_trusted", l.proxy_trusted, read_network);
-  if (l.proxy_protocol && l.proxy_trusted.empty())
-    fail(r.path("proxy_trusted"), "is required with proxy_protocol: the load balancers allowed to send it");
-  if (!l.proxy_protocol && !l.proxy_trusted.empty())
-    fail(r.path("proxy_trusted"), "means nothing without \"proxy_protocol\": true");
+  read_proxy_settings(r, l);
   if (const json* cc = r.find("client_certificates")) {
     object_reader c(*cc, r.path("client_certificates"));
     l.client_certificates = read_client_cert_mode(c);
@@ -205,6 +210,35 @@ listener_config read_listener(const json& v, const std::string& path) {
   }
   r.finish();
   return l;
+}
+
+// POP3 logins are only ever taken over TLS: no plaintext listener.
+listener_config read_pop3_listener(const json& v, const std::string& path) {
+  object_reader r(v, path);
+  listener_config l;
+  l.protocol = listener_protocol::pop3;
+  r.require("name");
+  r.get("name", l.name);
+  if (l.name.empty()) fail(r.path("name"), "must not be empty");
+  l.address = endpoint_at(r, "address", false);
+  r.get_choice("tls", l.tls, {{"implicit", tls_mode::implicit}, {"starttls", tls_mode::starttls}});
+  read_proxy_settings(r, l);
+  r.finish();
+  return l;
+}
+
+void read_pop3(const json& v, const std::string& path, pop3_config& pop3) {
+  object_reader r(v, path);
+  r.require("listeners");
+  read_array<listener_config>(r, "listeners", pop3.listeners, read_pop3_listener);
+  if (pop3.listeners.empty()) fail(r.path("listeners"), "at least one listener is required");
+  r.require("backend");
+  object_reader b(*r.find("backend"), r.path("backend"));
+  pop3.backend = endpoint_at(b, "address", false);
+  b.finish();
+  r.get_duration("relay_ttl", pop3.relay_ttl, 1, 86400);
+  r.get_duration("idle_timeout", pop3.idle_timeout, 60, 86400);
+  r.finish();
 }
 
 void read_tls(const json& v, const std::string& path, const std::string& base, tls_config& tls) {
@@ -585,6 +619,13 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
     if (!names.insert(l.name).second)
       fail("listeners[" + std::to_string(i) + "].name", "duplicate listener name \"" + l.name + "\"");
     needs_tls = needs_tls || l.tls != tls_mode::none;
+  }
+  if (const json* v = r.find("pop3")) read_pop3(*v, "pop3", c.pop3);
+  for (std::size_t i = 0; i < c.pop3.listeners.size(); ++i) {
+    const auto& l = c.pop3.listeners[i];
+    if (!names.insert(l.name).second)
+      fail("pop3.listeners[" + std::to_string(i) + "].name", "duplicate listener name \"" + l.name + "\"");
+    needs_tls = true;
   }
 
   if (const json* v = r.find("tls")) read_tls(*v, "tls", base_dir, c.tls);

@@ -44,6 +44,9 @@ enum class tls_mode { implicit, starttls, none };
 /// mx: anyone may send to relay.local_domains; only authorized clients elsewhere.
 enum class listener_role { submission, mx };
 
+/// What a listener speaks: SMTP, or POP3 for POP-before-SMTP (pop3.listeners).
+enum class listener_protocol { smtp, pop3 };
+
 /// Client certificates: not asked for, asked for and checked when sent, or demanded.
 enum class client_cert_mode { none, optional, required };
 
@@ -51,6 +54,7 @@ struct listener_config {
   std::string name;
   endpoint address;
   tls_mode tls = tls_mode::starttls;
+  listener_protocol protocol = listener_protocol::smtp;
   listener_role role = listener_role::submission;
   bool require_tls = true;            ///< starttls: no AUTH/MAIL before STARTTLS (default false for mx)
   bool allow_plaintext_auth = false;  ///< advertise and accept AUTH without TLS
@@ -191,6 +195,21 @@ struct relay_config {
   std::chrono::milliseconds dnsbl_timeout{2000};
 };
 
+/// The optional POP3 front (POP-before-SMTP, RFC 1939 / RFC 2595): POP3S
+/// and STLS terminated here and relayed to a plain POP3 server, whose
+/// successful logins let the client's address relay over SMTP for a while.
+/// Weaker than SMTP AUTH: anyone behind the same address (a NAT) may relay.
+struct pop3_config {
+  std::vector<listener_config> listeners;  ///< empty: no POP3 front
+  endpoint backend;                        ///< the POP3 server, "host:port"
+  std::chrono::seconds relay_ttl{300};     ///< how long a login lets its address relay
+  /// RFC 1939 section 3: the autologout timer, at least 10 minutes; before
+  /// login per command, after it while neither side sends anything.
+  std::chrono::seconds idle_timeout{600};
+
+  bool enabled() const noexcept { return !listeners.empty(); }
+};
+
 struct config {
   std::string path;  ///< the file it came from
   std::string hostname;
@@ -202,6 +221,7 @@ struct config {
   tls_config tls;
   auth_config auth;
   relay_config relay;
+  pop3_config pop3;
   backend_config backend;
   limits_config limits;
   timeouts_config timeouts;

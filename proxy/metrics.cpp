@@ -2,7 +2,10 @@
 
 #include <CivetServer.h>
 #include <civetweb.h>
+#include <prometheus/client_metric.h>
+#include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -120,6 +123,30 @@ std::string knock_host(std::string host) {
   if (host == "::") return "::1";
   return host;
 }
+
+// A gauge whose value is read when Prometheus scrapes, not kept up to date:
+// grants run out on their own, with nobody to decrement a counter.
+class scraped_gauge final : public prometheus::Collectable {
+ public:
+  scraped_gauge(std::string name, std::string help, std::function<double()> source)
+      : name_(std::move(name)), help_(std::move(help)), source_(std::move(source)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family;
+    family.name = name_;
+    family.help = help_;
+    family.type = prometheus::MetricType::Gauge;
+    prometheus::ClientMetric metric;
+    metric.gauge.value = source_();
+    family.metric.push_back(std::move(metric));
+    return {std::move(family)};
+  }
+
+ private:
+  std::string name_;
+  std::string help_;
+  std::function<double()> source_;
+};
 
 }  // namespace
 
@@ -242,7 +269,11 @@ metrics::metrics()
                                  .Name("smtpguard_certificate_not_after_timestamp_seconds")
                                  .Help("Unix time a certificate expires: each served certificate and each "
                                        "CA trusted for client certificates")
-                                 .Register(*registry_)) {
+                                 .Register(*registry_)),
+      pop3_logins_(BuildCounter()
+                       .Name("smtpguard_pop3_logins_total")
+                       .Help("Logins through the POP3 front (POP-before-SMTP), by listener and result")
+                       .Register(*registry_)) {
   last_reload_.SetToCurrentTime();
   BuildGauge()
       .Name("smtpguard_build_info")
@@ -263,6 +294,7 @@ void metrics::expose(const std::string& address, readiness_probe probe) {
   callbacks.begin_request = health_endpoints;
   exposer_ = std::make_unique<prometheus::Exposer>(address, 1, &callbacks);
   exposer_->RegisterCollectable(registry_);
+  if (pop_before_smtp_clients_) exposer_->RegisterCollectable(pop_before_smtp_clients_);
   exposed_host_ = knock_host(address.substr(0, address.rfind(':')));
 }
 
@@ -314,6 +346,16 @@ void metrics::tls_handshake(std::string_view listener, std::string_view version,
             {"cipher", label(cipher)},
             {"result", label(result)}})
       .Increment();
+}
+
+void metrics::pop3_login(std::string_view listener, std::string_view result) {
+  pop3_logins_.Add({{"listener", label(listener)}, {"result", label(result)}}).Increment();
+}
+
+void metrics::count_pop_before_smtp_clients(std::function<double()> source) {
+  pop_before_smtp_clients_ = std::make_shared<scraped_gauge>(
+      "smtpguard_pop_before_smtp_clients", "Client addresses allowed to relay by a recent POP3 login",
+      std::move(source));
 }
 
 void metrics::auth_attempt(std::string_view mechanism, std::string_view result) {

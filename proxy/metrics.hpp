@@ -86,6 +86,11 @@ class metrics {
   void backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
   /// result: "success" or "failure".
   void reload(std::string_view result);
+  /// A login through the POP3 front. result: "success" or "failure".
+  void pop3_login(std::string_view listener, std::string_view result);
+  /// What smtpguard_pop_before_smtp_clients reads at each scrape: the
+  /// addresses whose POP3 login still lets them relay. Set before expose().
+  void count_pop_before_smtp_clients(std::function<double()> source);
 
   const std::shared_ptr<prometheus::Registry>& registry() const noexcept { return registry_; }
 
@@ -121,6 +126,8 @@ class metrics {
   prometheus::Counter& backend_reused_;
   prometheus::Counter& tls_handshakes_queued_;
   prometheus::Family<prometheus::Gauge>& certificate_not_after_;
+  prometheus::Family<prometheus::Counter>& pop3_logins_;
+  std::shared_ptr<prometheus::Collectable> pop_before_smtp_clients_;
   static constexpr std::size_t reply_commands = 12;  ///< greeting, ehlo, ..., other
   static constexpr std::size_t reply_classes = 5;    ///< 2xx, 3xx, 4xx, 5xx, other
   std::array<std::atomic<prometheus::Counter*>, reply_commands * reply_classes> reply_counters_{};

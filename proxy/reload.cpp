@@ -62,12 +62,14 @@ std::string describe(const std::vector<listener_config>& listeners) {
 std::vector<std::string> keep_restart_only_keys(const config& running, config& next) {
   std::vector<std::string> waiting;
   if (describe(next.listeners) != describe(running.listeners)) waiting.push_back("listeners");
+  if (describe(next.pop3.listeners) != describe(running.pop3.listeners)) waiting.push_back("pop3.listeners");
   if (next.threads != running.threads) waiting.push_back("threads");
   if (next.user != running.user) waiting.push_back("user");
   const auto metrics_text = [](const config& c) { return c.metrics.address ? c.metrics.address->text : ""; };
   if (metrics_text(next) != metrics_text(running)) waiting.push_back("metrics.address");
   if (next.auth.verifier_threads != running.auth.verifier_threads) waiting.push_back("auth.verifier_threads");
   next.listeners = running.listeners;
+  next.pop3.listeners = running.pop3.listeners;
   next.threads = running.threads;
   next.user = running.user;
   next.metrics = running.metrics;

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth/relay_grants.hpp"
 #include "auth/user_db.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
@@ -36,7 +37,7 @@ namespace {
 bool uses_tls(const config& settings) {
   for (const auto& l : settings.listeners)
     if (l.tls != tls_mode::none) return true;
-  return false;
+  return settings.pop3.enabled();  // POP3 listeners are all TLS
 }
 
 std::shared_ptr<const auth::user_db> load_users(const config& settings) {
@@ -115,6 +116,13 @@ int run_server(std::shared_ptr<const config> settings) {
     dates = std::move(fresh);
   };
   publish_dates(*settings);
+  // Which listeners exist needs a restart, so whether there is a POP3 front does too.
+  std::unique_ptr<auth::relay_grants> pop_grants;
+  if (settings->pop3.enabled()) {
+    pop_grants = std::make_unique<auth::relay_grants>();
+    stats.count_pop_before_smtp_clients(
+        [grants = pop_grants.get()] { return static_cast<double>(grants->active(std::chrono::steady_clock::now())); });
+  }
   if (settings->metrics.address) {
     stats.expose(settings->metrics.address->text, [&backend, &dates_mutex, &dates, &sessions] {
       if (sessions.draining()) return metrics::readiness{false, "draining"};
@@ -134,6 +142,7 @@ int run_server(std::shared_ptr<const config> settings) {
   initial.verifier = &verifier;
   initial.backend = &backend;
   initial.sessions = &sessions;
+  initial.pop_grants = pop_grants.get();
   live_runtime live(std::move(initial));
 
   // What new sessions get; replaced by reloads, on the main thread only.
@@ -245,7 +254,11 @@ int run_server(std::shared_ptr<const config> settings) {
     session::handshake_slots* handshakes = tls_slots[i].get();
     net::dns_resolver* dns = resolvers[i].get();
     asio::co_spawn(executor, pool->run(), asio::detached);
-    for (const auto& listener : settings->listeners) {
+    std::vector<const listener_config*> all_listeners;
+    for (const auto& listener : settings->listeners) all_listeners.push_back(&listener);
+    for (const auto& listener : settings->pop3.listeners) all_listeners.push_back(&listener);
+    for (const listener_config* each : all_listeners) {
+      const listener_config& listener = *each;
       auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
       asio::co_spawn(executor,
                      net::accept_loop(acceptor,
@@ -281,7 +294,7 @@ int run_server(std::shared_ptr<const config> settings) {
   log::event("started")
       .add("version", SMTPGUARD_VERSION)
       .add("threads", static_cast<int>(thread_count))
-      .add("listeners", static_cast<int>(settings->listeners.size()))
+      .add("listeners", static_cast<int>(settings->listeners.size() + settings->pop3.listeners.size()))
       .add("backend", settings->backend.servers.front().name);
 
   std::vector<std::thread> threads;

@@ -15,6 +15,8 @@
 #include "net/proxy_header_io.hpp"
 #include "net/timeout.hpp"
 #include "session/client_session.hpp"
+#include "session/pop3_session.hpp"
+#include "pop3/replies.hpp"
 #include "smtp/replies.hpp"
 
 namespace smtpguard::session {
@@ -127,16 +129,22 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
           .add("reason", refused);
       // A plaintext reply would be garbage to a client expecting a TLS handshake.
       if (listener.tls != tls_mode::implicit) {
-        co_await net::with_timeout(
-            asio::async_write(socket, asio::buffer(replies::too_many_connections), net::as_result),
-            last_words_timeout);
+        const std::string_view text = listener.protocol == listener_protocol::pop3
+                                          ? pop3::replies::too_many_connections
+                                          : replies::too_many_connections;
+        co_await net::with_timeout(asio::async_write(socket, asio::buffer(text), net::as_result),
+                                   last_words_timeout);
         socket.shutdown(net::tcp::socket::shutdown_send, ignored);
       }
       socket.close(ignored);
       co_return;
     }
-    start_client_session(std::move(socket), listener, std::move(rt), peer, local, std::move(key), std::move(slot),
+    if (listener.protocol == listener_protocol::pop3)
+      start_pop3_session(std::move(socket), listener, std::move(rt), peer, std::move(key), std::move(slot),
                          guards.lockouts);
+    else
+      start_client_session(std::move(socket), listener, std::move(rt), peer, local, std::move(key),
+                           std::move(slot), guards.lockouts);
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());
   }

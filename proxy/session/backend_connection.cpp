@@ -7,6 +7,7 @@
 #include <asio/local/stream_protocol.hpp>
 
 #include "log.hpp"
+#include "net/connect.hpp"
 #include "net/timeout.hpp"
 #include "smtp/proxy_protocol.hpp"
 
@@ -16,59 +17,6 @@ namespace {
 // Backend reply lines may be long (multi-line EHLO, long texts); RFC 5321
 // 4.5.3.1.5 says 512, real MTAs go beyond it.
 constexpr std::size_t max_backend_line = 4096;
-
-// Whatever its kind, the backend's byte stream is held in a tcp::socket:
-// only calls that mean the same for every stream socket (recv, send, poll,
-// FIONREAD, shutdown) are made on it, so the I/O code is the same for all.
-bool adopt(int descriptor, net::tcp::socket& socket, net::tcp protocol = net::tcp::v4()) {
-  std::error_code error;
-  socket.assign(protocol, descriptor, error);
-  if (!error) return true;
-  ::close(descriptor);
-  return false;
-}
-
-net::awaitable<bool> connect_tcp(const endpoint& address, const timeouts_config& timeouts, net::tcp::socket& out) {
-  auto executor = co_await asio::this_coro::executor;
-  net::tcp::socket socket(executor);
-  // A literal address needs no lookup (the lookup runs on another thread).
-  std::error_code not_literal;
-  const auto literal = asio::ip::make_address(address.host, not_literal);
-  if (!not_literal) {
-    const net::tcp::endpoint peer(literal, address.port);
-    auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result), timeouts.backend_connect);
-    if (!connected || std::get<0>(*connected)) co_return false;
-  } else {
-    net::tcp::resolver resolver(executor);
-    auto resolved = co_await net::with_timeout(
-        resolver.async_resolve(address.host, std::to_string(address.port), net::as_result),
-        timeouts.backend_connect);
-    if (!resolved || std::get<0>(*resolved)) co_return false;
-    auto connected = co_await net::with_timeout(
-        asio::async_connect(socket, std::get<1>(*resolved), net::as_result), timeouts.backend_connect);
-    if (!connected || std::get<0>(*connected)) co_return false;
-  }
-  std::error_code error;
-  socket.set_option(net::tcp::no_delay(true), error);
-  const net::tcp protocol = socket.local_endpoint(error).protocol();
-  // Waiting for the connect left the descriptor watched for writability too,
-  // which would wake the loop after every command we send. Registered
-  // afresh, it is watched for input only.
-  const auto descriptor = socket.release(error);
-  if (error) co_return false;
-  co_return adopt(descriptor, out, protocol);
-}
-
-net::awaitable<bool> connect_unix(const std::string& path, const timeouts_config& timeouts, net::tcp::socket& out) {
-  asio::local::stream_protocol::socket socket(co_await asio::this_coro::executor);
-  const asio::local::stream_protocol::endpoint peer(path);
-  auto connected = co_await net::with_timeout(socket.async_connect(peer, net::as_result), timeouts.backend_connect);
-  if (!connected || std::get<0>(*connected)) co_return false;
-  std::error_code error;
-  const auto descriptor = socket.release(error);
-  if (error) co_return false;
-  co_return adopt(descriptor, out);
-}
 
 // {client_ip} and friends in a program's argument, replaced per session.
 std::string expand(std::string argument, const smtp::client_identity& client) {
@@ -113,7 +61,7 @@ std::optional<backend_program> start_program(const backend_server& server, const
     log::event("backend_program_failed").add("program", server.name).add("error", error.message());
     return std::nullopt;
   }
-  if (!adopt(descriptor, out)) return std::nullopt;
+  if (!net::adopt(descriptor, out)) return std::nullopt;
   return program;
 }
 
@@ -175,10 +123,10 @@ net::awaitable<std::unique_ptr<backend_connection>> backend_connection::open(con
     program = start_program(server, client, helo_name, socket);
     if (!program) co_return nullptr;
   } else if (!server.address.unix_path.empty()) {
-    const bool connected = co_await connect_unix(server.address.unix_path, timeouts, socket);
+    const bool connected = co_await net::connect_unix(server.address.unix_path, timeouts.backend_connect, socket);
     if (!connected) co_return nullptr;
   } else {
-    const bool connected = co_await connect_tcp(server.address, timeouts, socket);
+    const bool connected = co_await net::connect_tcp(server.address, timeouts.backend_connect, socket);
     if (!connected) co_return nullptr;
   }
 

@@ -113,7 +113,9 @@ class client_session final : public net::reply_observer {
     policy_.allow_plaintext_auth = listener.allow_plaintext_auth;
     policy_.mechanisms = settings_.auth.mechanisms;
     policy_.max_recipients = settings_.limits.max_recipients;
-    policy_.trusted_client = net::in_networks(peer.address(), settings_.relay.trusted_networks);
+    trusted_network_ = net::in_networks(peer.address(), settings_.relay.trusted_networks);
+    pop_before_smtp_ = !trusted_network_ && pop_granted();
+    policy_.trusted_client = trusted_network_ || pop_before_smtp_;
     policy_.mx = listener.role == listener_role::mx;
     client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
@@ -130,12 +132,15 @@ class client_session final : public net::reply_observer {
     if (rt_.sessions != nullptr)
       registration_ = rt_.sessions->add(socket.get_executor(), [this] { begin_drain(); });
     socket_ = &socket;
-    log::event("connect")
-        .add("session", id_)
-        .add("client", peer_ip_)
-        .add("port", static_cast<int>(peer_port_))
-        .add("listener", listener_.name)
-        .add("trusted_network", policy_.trusted_client);
+    {
+      log::event connected("connect");
+      connected.add("session", id_)
+          .add("client", peer_ip_)
+          .add("port", static_cast<int>(peer_port_))
+          .add("listener", listener_.name)
+          .add("trusted_network", trusted_network_);
+      if (rt_.pop_grants != nullptr) connected.add("pop_before_smtp", pop_before_smtp_);
+    }
     const auto started = steady_clock::now();
     if (policy_.mx && !policy_.trusted_client && rt_.dns != nullptr && !settings_.relay.dnsbl_zones.empty())
       dnsbl_ = dnsbl_check::start(*rt_.dns, asio::ip::make_address(peer_ip_), settings_.relay.dnsbl_zones,
@@ -168,6 +173,13 @@ class client_session final : public net::reply_observer {
   }
 
  private:
+  /// A recent POP3 login from the client's address (POP-before-SMTP).
+  bool pop_granted() const {
+    return rt_.pop_grants != nullptr &&
+           rt_.pop_grants->permitted(net::unmapped(asio::ip::make_address(peer_ip_)).to_string(),
+                                     steady_clock::now());
+  }
+
   // --- draining (SIGTERM) ------------------------------------------------------
 
   /// Runs on this session's thread. A session waiting for a command outside
@@ -378,6 +390,12 @@ class client_session final : public net::reply_observer {
 
   template <typename Stream>
   net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
+    // A client may log in to POP3 after connecting here, before its MAIL.
+    if (cmd.name == smtp::verb::mail && !policy_.trusted_client && !state_.authenticated && pop_granted()) {
+      pop_before_smtp_ = true;
+      policy_.trusted_client = true;
+      log::event("pop_before_smtp").add("session", id_).add("client", peer_ip_);
+    }
     smtp::decision decision = smtp::decide(state_, policy_, cmd);
     if (transaction_ && transaction_->unsettled() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
       // Decided on assumed outcomes; anything else waits for the real ones.
@@ -754,6 +772,8 @@ class client_session final : public net::reply_observer {
   std::string certificate_user_;  ///< user a verified client certificate maps to
   bool greeting_sent_ = false;
   bool channel_binding_ = false;  ///< the TLS connection can bind SCRAM-SHA-256-PLUS
+  bool trusted_network_ = false;  ///< the client's address is in relay.trusted_networks
+  bool pop_before_smtp_ = false;  ///< relay allowed by a recent POP3 login from the client's address
   int errors_ = 0;
   int auth_failures_ = 0;
   /// Made when a command first needs it (see relay()): an idle session

@@ -4,6 +4,7 @@
 #include <asio/ssl/context.hpp>
 #include <memory>
 
+#include "auth/relay_grants.hpp"
 #include "auth/user_db.hpp"
 #include "config.hpp"
 #include "metrics.hpp"
@@ -27,6 +28,7 @@ struct runtime {
   backend_pool* pool = nullptr;  ///< the session's thread's kept backend connections; null: none kept
   handshake_slots* handshakes = nullptr;  ///< the session's thread's TLS handshake slots; null: no cap
   net::dns_resolver* dns = nullptr;       ///< the session's thread's DNS lookups; null: no mx listener
+  auth::relay_grants* pop_grants = nullptr;  ///< POP-before-SMTP's addresses; null: no POP3 front
 };
 
 }  // namespace smtpguard::session

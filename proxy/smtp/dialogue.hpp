@@ -17,7 +17,8 @@ struct dialogue_policy {
   bool require_tls = false;             ///< no AUTH / MAIL before TLS
   bool allow_plaintext_auth = false;    ///< AUTH offered and accepted without TLS
   std::vector<std::string> mechanisms;  ///< enabled SASL mechanisms, upper-case
-  /// The client's address is in relay.trusted_networks: MAIL without AUTH.
+  /// MAIL without AUTH: the client's address is in relay.trusted_networks,
+  /// or logged in to the POP3 front lately (POP-before-SMTP).
   bool trusted_client = false;
   /// A listener of role mx: MAIL without AUTH, RCPT to local domains only
   /// (the session checks those) unless the client is authorized.

@@ -422,6 +422,41 @@ TEST_F(core_config, backend_identity_settings_default_and_override) {
   EXPECT_TRUE(c.backend.servers[2].xclient);
 }
 
+TEST_F(core_config, pop3_front_is_off_unless_configured) {
+  EXPECT_FALSE(parse().pop3.enabled());
+  const json pop3 = json::parse(R"({
+    "listeners": [{"name": "pop3s", "address": "127.0.0.1:995", "tls": "implicit"},
+                  {"name": "pop3", "address": "[::1]:110"}],
+    "backend": {"address": "127.0.0.1:1110"},
+    "relay_ttl": 120
+  })");
+  const config c = parse({set("/pop3", pop3)});
+  ASSERT_TRUE(c.pop3.enabled());
+  ASSERT_EQ(c.pop3.listeners.size(), 2u);
+  EXPECT_EQ(c.pop3.listeners[0].protocol, listener_protocol::pop3);
+  EXPECT_EQ(c.pop3.listeners[0].tls, tls_mode::implicit);
+  EXPECT_EQ(c.pop3.listeners[1].tls, tls_mode::starttls);
+  EXPECT_EQ(c.pop3.listeners[1].address.host, "::1");
+  EXPECT_EQ(c.pop3.backend.port, 1110);
+  EXPECT_EQ(c.pop3.relay_ttl, std::chrono::seconds(120));
+  EXPECT_EQ(c.pop3.idle_timeout, std::chrono::seconds(600));
+  EXPECT_EQ(c.listeners[0].protocol, listener_protocol::smtp);
+  // A plaintext POP3 front would take passwords in the clear: there is none.
+  expect_errors({
+      {{set("/pop3", pop3), set("/pop3/listeners/0/tls", "none")}, "pop3.listeners[0].tls"},
+      {{set("/pop3", pop3), set("/pop3/listeners/0/name", "submission")}, "pop3.listeners[0].name"},
+      {{set("/pop3", pop3), set("/pop3/listeners/1/name", "pop3s")}, "pop3.listeners[1].name"},
+      {{set("/pop3", pop3), set("/pop3/listeners", json::array())}, "pop3.listeners"},
+      {{set("/pop3", pop3), drop("/pop3/backend")}, "pop3.backend"},
+      {{set("/pop3", pop3), set("/pop3/backend/address", "unix:/run/pop3")}, "pop3.backend.address"},
+      {{set("/pop3", pop3), set("/pop3/backend/port", 110)}, "pop3.backend.port"},
+      {{set("/pop3", pop3), set("/pop3/relay_ttl", 0)}, "pop3.relay_ttl"},
+      {{set("/pop3", pop3), set("/pop3/idle_timeout", 30)}, "pop3.idle_timeout"},
+      {{set("/pop3", pop3), set("/pop3/listeners/0/require_tls", true)}, "pop3.listeners[0].require_tls"},
+      {{set("/pop3", pop3), set("/pop3/ttl", 5)}, "pop3.ttl"},
+  });
+}
+
 TEST(core_config_networks, parse_and_contain) {
   const unsigned char inside4[] = {10, 1, 2, 3};
   const unsigned char outside4[] = {11, 1, 2, 3};
