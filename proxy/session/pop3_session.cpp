@@ -22,6 +22,7 @@
 #include "pop3/dialogue.hpp"
 #include "pop3/replies.hpp"
 #include "pop3/response.hpp"
+#include "sasl/claimed_user.hpp"
 #include "tls/server_context.hpp"
 
 namespace smtpguard::session {
@@ -255,9 +256,13 @@ class pop3_session {
         case pop3::effect::login:
         case pop3::effect::auth: {
           std::string user = cmd.name == pop3::verb::apop ? std::string(pop3::user_name(cmd)) : user_;
-          std::string mechanism = cmd.name == pop3::verb::pass   ? "USER"
-                                  : cmd.name == pop3::verb::apop ? "APOP"
-                                                                 : std::string(cmd.argument.substr(0, cmd.argument.find(' ')));
+          std::string mechanism = cmd.name == pop3::verb::pass ? "USER" : "APOP";
+          if (decision.what == pop3::effect::auth) {
+            const auto space = cmd.argument.find(' ');
+            mechanism = std::string(cmd.argument.substr(0, space));
+            user = space == std::string_view::npos ? std::string()
+                                                   : sasl::claimed_user(mechanism, cmd.argument.substr(space + 1));
+          }
           ended = co_await login(io, text, decision.what == pop3::effect::auth, std::move(user), std::move(mechanism));
           if (!ended && logged_in_) {
             const outcome relayed = co_await relay_bytes(io);
@@ -456,6 +461,8 @@ class pop3_session {
       // RFC 5034 section 4: "*" cancels; so does a line the front cannot pass on.
       const bool usable = status == net::read_status::line && !response.has_nul && !response.has_bare_cr;
       cancelled = !usable || response.text == "*";
+      // Without an initial response, the first one names the user (PLAIN, LOGIN, ...).
+      if (usable && user.empty()) user = sasl::claimed_user(mechanism, response.text);
       const std::string text = usable ? std::string(response.text) : std::string("*");
       answer = co_await backend_command(text);
       if (!usable && answer.status == pop3::status::err)

@@ -14,7 +14,7 @@ RUN_PACKAGES=(python3-aiosmtpd swaks libnet-ssleay-perl)
 # and sendmail themselves are unpacked by tests/integration/mta_packages.py.
 TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl curl postfix
   prometheus systemd fail2ban python3-yaml strace libcap2-bin haproxy
-  m4 util-linux mount passwd gsasl dnsmasq-base)
+  m4 util-linux mount passwd gsasl dnsmasq-base dovecot-pop3d)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
