@@ -241,6 +241,15 @@ void read_pop3(const json& v, const std::string& path, pop3_config& pop3) {
   r.finish();
 }
 
+void read_shared_state(const json& v, const std::string& path, shared_state_config& shared) {
+  object_reader r(v, path);
+  r.require("redis");
+  shared.redis = endpoint_at(r, "redis", true);
+  r.get("key_prefix", shared.key_prefix);
+  r.get_duration("timeout_ms", shared.timeout, 10, 10000);
+  r.finish();
+}
+
 void read_tls(const json& v, const std::string& path, const std::string& base, tls_config& tls) {
   object_reader r(v, path);
   read_array<certificate_config>(r, "certificates", tls.certificates,
@@ -647,6 +656,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   for (std::size_t i = 0; i < c.listeners.size(); ++i)
     if (c.listeners[i].role == listener_role::mx && c.relay.local_domains.empty())
       fail("relay.local_domains", "is required by listeners[" + std::to_string(i) + "], of role \"mx\"");
+  if (const json* v = r.find("shared_state")) read_shared_state(*v, "shared_state", c.shared_state);
   r.require("backend");
   read_backend(*r.find("backend"), "backend", c.backend);
   if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;

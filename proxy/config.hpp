@@ -210,6 +210,14 @@ struct pop3_config {
   bool enabled() const noexcept { return !listeners.empty(); }
 };
 
+/// State replicas share (SPEC section 9): failure budgets and POP-before-SMTP
+/// grants, kept in Redis as well as in each process.
+struct shared_state_config {
+  std::optional<endpoint> redis;  ///< "host:port" or "unix:/path"; unset: nothing is shared
+  std::string key_prefix = "smtpguard:";
+  std::chrono::milliseconds timeout{250};  ///< per command (and to connect); slower is no answer
+};
+
 struct config {
   std::string path;  ///< the file it came from
   std::string hostname;
@@ -222,6 +230,7 @@ struct config {
   auth_config auth;
   relay_config relay;
   pop3_config pop3;
+  shared_state_config shared_state;
   backend_config backend;
   limits_config limits;
   timeouts_config timeouts;

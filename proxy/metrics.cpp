@@ -273,7 +273,12 @@ metrics::metrics()
       pop3_logins_(BuildCounter()
                        .Name("smtpguard_pop3_logins_total")
                        .Help("Logins through the POP3 front (POP-before-SMTP), by listener and result")
-                       .Register(*registry_)) {
+                       .Register(*registry_)),
+      shared_state_errors_(BuildCounter()
+                               .Name("smtpguard_shared_state_errors_total")
+                               .Help("Redis commands (shared_state.redis) that failed or were not answered in time")
+                               .Register(*registry_)
+                               .Add({})) {
   last_reload_.SetToCurrentTime();
   BuildGauge()
       .Name("smtpguard_build_info")

@@ -86,6 +86,8 @@ class metrics {
   void backend_up(bool up) { backend_up_.Set(up ? 1 : 0); }
   /// result: "success" or "failure".
   void reload(std::string_view result);
+  /// Redis (shared_state.redis) failed or did not answer in time.
+  void shared_state_error() { shared_state_errors_.Increment(); }
   /// A login through the POP3 front. result: "success" or "failure".
   void pop3_login(std::string_view listener, std::string_view result);
   /// What smtpguard_pop_before_smtp_clients reads at each scrape: the
@@ -127,6 +129,7 @@ class metrics {
   prometheus::Counter& tls_handshakes_queued_;
   prometheus::Family<prometheus::Gauge>& certificate_not_after_;
   prometheus::Family<prometheus::Counter>& pop3_logins_;
+  prometheus::Counter& shared_state_errors_;
   std::shared_ptr<prometheus::Collectable> pop_before_smtp_clients_;
   static constexpr std::size_t reply_commands = 12;  ///< greeting, ehlo, ..., other
   static constexpr std::size_t reply_classes = 5;    ///< 2xx, 3xx, 4xx, 5xx, other

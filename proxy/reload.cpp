@@ -68,12 +68,18 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
   const auto metrics_text = [](const config& c) { return c.metrics.address ? c.metrics.address->text : ""; };
   if (metrics_text(next) != metrics_text(running)) waiting.push_back("metrics.address");
   if (next.auth.verifier_threads != running.auth.verifier_threads) waiting.push_back("auth.verifier_threads");
+  const auto shared_text = [](const config& c) {
+    return (c.shared_state.redis ? c.shared_state.redis->text : "") + "|" + std::to_string(c.shared_state.timeout.count());
+  };
+  if (shared_text(next) != shared_text(running)) waiting.push_back("shared_state");
   next.listeners = running.listeners;
   next.pop3.listeners = running.pop3.listeners;
   next.threads = running.threads;
   next.user = running.user;
   next.metrics = running.metrics;
   next.auth.verifier_threads = running.auth.verifier_threads;
+  next.shared_state.redis = running.shared_state.redis;
+  next.shared_state.timeout = running.shared_state.timeout;
   return waiting;
 }
 

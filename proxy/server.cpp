@@ -24,6 +24,7 @@
 #include "metrics.hpp"
 #include "tls/certificate_dates.hpp"
 #include "net/listener.hpp"
+#include "net/redis_client.hpp"
 #include "reload.hpp"
 #include "session/backend_monitor.hpp"
 #include "session/admission.hpp"
@@ -200,6 +201,13 @@ int run_server(std::shared_ptr<const config> settings) {
                                                                      settings->relay.dns_servers,
                                                                      settings->relay.dnsbl_timeout)
                                : nullptr);
+  // Likewise: a Redis connection's socket is watched by its thread's context.
+  std::vector<std::unique_ptr<net::redis_client>> redis;
+  for (auto& context : contexts)
+    redis.push_back(settings->shared_state.redis
+                        ? std::make_unique<net::redis_client>(context->get_executor(), *settings->shared_state.redis,
+                                                              settings->shared_state.timeout)
+                        : nullptr);
   std::list<net::tcp::acceptor> acceptors;
 
   // Signals are caught before any port answers: a SIGHUP sent as soon as the
@@ -253,6 +261,7 @@ int run_server(std::shared_ptr<const config> settings) {
     session::backend_pool* pool = pools[i].get();
     session::handshake_slots* handshakes = tls_slots[i].get();
     net::dns_resolver* dns = resolvers[i].get();
+    net::redis_client* shared_redis = redis[i].get();
     asio::co_spawn(executor, pool->run(), asio::detached);
     std::vector<const listener_config*> all_listeners;
     for (const auto& listener : settings->listeners) all_listeners.push_back(&listener);
@@ -262,11 +271,13 @@ int run_server(std::shared_ptr<const config> settings) {
       auto& acceptor = acceptors.emplace_back(net::open_acceptor(executor, listener.address));
       asio::co_spawn(executor,
                      net::accept_loop(acceptor,
-                                      [&listener, &live, executor, pool, handshakes, dns](net::tcp::socket socket) {
+                                      [&listener, &live, executor, pool, handshakes, dns,
+                                       shared_redis](net::tcp::socket socket) {
                                         session::runtime rt = live.get();
                                         rt.pool = pool;
                                         rt.handshakes = handshakes;
                                         rt.dns = dns;
+                                        rt.redis = shared_redis;
                                         asio::co_spawn(executor,
                                                        session::run_client_session(std::move(socket),
                                                                                    listener, std::move(rt)),

@@ -16,6 +16,7 @@
 #include "net/timeout.hpp"
 #include "session/client_session.hpp"
 #include "session/pop3_session.hpp"
+#include "session/shared_state.hpp"
 #include "pop3/replies.hpp"
 #include "smtp/replies.hpp"
 
@@ -107,7 +108,9 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
     std::string key = net::client_key(peer.address());
     net::connection_limits::slot slot;
     std::string_view refused;
-    if (guards.lockouts.ip_locked(key, steady_clock::now())) {
+    shared_state shared(rt, guards.lockouts);
+    const bool locked = co_await shared.ip_locked(key);
+    if (locked) {
       refused = "lockout";
     } else {
       switch (guards.connections.try_acquire(key, slot)) {

@@ -20,6 +20,7 @@
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "tls/channel_binding.hpp"
+#include "session/shared_state.hpp"
 #include "session/transaction.hpp"
 #include "smtp/capabilities.hpp"
 #include "smtp/command.hpp"
@@ -114,8 +115,7 @@ class client_session final : public net::reply_observer {
     policy_.mechanisms = settings_.auth.mechanisms;
     policy_.max_recipients = settings_.limits.max_recipients;
     trusted_network_ = net::in_networks(peer.address(), settings_.relay.trusted_networks);
-    pop_before_smtp_ = !trusted_network_ && pop_granted();
-    policy_.trusted_client = trusted_network_ || pop_before_smtp_;
+    policy_.trusted_client = trusted_network_;
     policy_.mx = listener.role == listener_role::mx;
     client_certificates_ = listener.client_certificates.value_or(settings_.tls.client_certificates.mode);
   }
@@ -132,6 +132,10 @@ class client_session final : public net::reply_observer {
     if (rt_.sessions != nullptr)
       registration_ = rt_.sessions->add(socket.get_executor(), [this] { begin_drain(); });
     socket_ = &socket;
+    if (!trusted_network_ && rt_.pop_grants != nullptr) {
+      pop_before_smtp_ = co_await shared_.relay_granted(grant_key());
+      policy_.trusted_client = pop_before_smtp_;
+    }
     {
       log::event connected("connect");
       connected.add("session", id_)
@@ -173,12 +177,8 @@ class client_session final : public net::reply_observer {
   }
 
  private:
-  /// A recent POP3 login from the client's address (POP-before-SMTP).
-  bool pop_granted() const {
-    return rt_.pop_grants != nullptr &&
-           rt_.pop_grants->permitted(net::unmapped(asio::ip::make_address(peer_ip_)).to_string(),
-                                     steady_clock::now());
-  }
+  /// What POP-before-SMTP grants are keyed by: the exact address, unmapped.
+  std::string grant_key() const { return net::unmapped(asio::ip::make_address(peer_ip_)).to_string(); }
 
   // --- draining (SIGTERM) ------------------------------------------------------
 
@@ -391,10 +391,13 @@ class client_session final : public net::reply_observer {
   template <typename Stream>
   net::awaitable<outcome> execute(net::line_io<Stream>& io, const smtp::command& cmd) {
     // A client may log in to POP3 after connecting here, before its MAIL.
-    if (cmd.name == smtp::verb::mail && !policy_.trusted_client && !state_.authenticated && pop_granted()) {
-      pop_before_smtp_ = true;
-      policy_.trusted_client = true;
-      log::event("pop_before_smtp").add("session", id_).add("client", peer_ip_);
+    if (cmd.name == smtp::verb::mail && !policy_.trusted_client && !state_.authenticated && rt_.pop_grants != nullptr) {
+      const bool granted = co_await shared_.relay_granted(grant_key());
+      if (granted) {
+        pop_before_smtp_ = true;
+        policy_.trusted_client = true;
+        log::event("pop_before_smtp").add("session", id_).add("client", peer_ip_);
+      }
     }
     smtp::decision decision = smtp::decide(state_, policy_, cmd);
     if (transaction_ && transaction_->unsettled() && decision.what != smtp::effect::mail && decision.what != smtp::effect::rcpt) {
@@ -534,7 +537,8 @@ class client_session final : public net::reply_observer {
       co_return outcome::next;
     }
     const std::string_view mechanism_label = sasl::mechanism_name(*mechanism);
-    if (lockouts_.ip_locked(client_key_, steady_clock::now())) {
+    const bool ip_locked = co_await shared_.ip_locked(client_key_);
+    if (ip_locked) {
       const outcome ended = co_await locked_out(io, mechanism_label, auth::lockout_scope::ip, {});
       co_return ended;
     }
@@ -579,7 +583,7 @@ class client_session final : public net::reply_observer {
     std::string user = std::visit([](const auto& proof) { return proof.user; }, exchange.credentials());
     // Checked the same way whether or not the user exists, so a lockout
     // reveals nothing about which names are real.
-    const auto scope = lockouts_.is_locked(client_key_, user, steady_clock::now());
+    const auto scope = co_await shared_.locked(client_key_, user);
     if (scope != auth::lockout_scope::none) {
       const outcome ended = co_await locked_out(io, mechanism_label, scope, user);
       co_return ended;
@@ -609,9 +613,8 @@ class client_session final : public net::reply_observer {
     }
     ++auth_failures_;
     rt_.stats->auth_attempt(mechanism_label, "failure");
-    const auto now = steady_clock::now();
-    lockouts_.record_failure(client_key_, user, now);
-    if (const auto locked = lockouts_.is_locked(client_key_, user, now); locked != auth::lockout_scope::none)
+    const auto locked = co_await shared_.record_failure(client_key_, user);
+    if (locked != auth::lockout_scope::none)
       log::event("lockout")
           .add("session", id_)
           .add("client", peer_ip_)
@@ -764,6 +767,7 @@ class client_session final : public net::reply_observer {
   net::tcp::endpoint local_;  ///< the address the client connected to
   std::string client_key_;  ///< what connection limits and lockouts count by
   auth::lockout_table& lockouts_;
+  shared_state shared_{rt_, lockouts_};
   smtp::dialogue_policy policy_;
   smtp::dialogue_state state_;
   tls::connection_info tls_;

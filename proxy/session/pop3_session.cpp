@@ -23,6 +23,7 @@
 #include "pop3/replies.hpp"
 #include "pop3/response.hpp"
 #include "sasl/claimed_user.hpp"
+#include "session/shared_state.hpp"
 #include "tls/server_context.hpp"
 
 namespace smtpguard::session {
@@ -441,7 +442,7 @@ class pop3_session {
   template <typename Stream>
   net::awaitable<std::optional<outcome>> login(net::line_io<Stream>& io, std::string_view line, bool sasl,
                                                std::string user, std::string mechanism) {
-    const auto scope = lockouts_.is_locked(client_key_, user, steady_clock::now());
+    const auto scope = co_await shared_.locked(client_key_, user);
     if (scope != auth::lockout_scope::none) {
       rt_.stats->auth_lockout(scope == auth::lockout_scope::ip ? "ip" : "user");
       const outcome ended = co_await last_words(io, replies::locked_out);
@@ -479,8 +480,7 @@ class pop3_session {
     if (success) {
       logged_in_ = true;
       user_ = user;
-      if (rt_.pop_grants != nullptr)
-        rt_.pop_grants->grant(peer_ip_, settings_.pop3.relay_ttl, steady_clock::now());
+      co_await shared_.grant_relay(peer_ip_, settings_.pop3.relay_ttl);
       log::event("pop3_login")
           .add("session", id_)
           .add("client", peer_ip_)
@@ -490,7 +490,7 @@ class pop3_session {
           .add("relay_ttl_s", static_cast<std::int64_t>(settings_.pop3.relay_ttl.count()));
       co_return std::nullopt;
     }
-    lockouts_.record_failure(client_key_, user, steady_clock::now());
+    co_await shared_.record_failure(client_key_, user);
     log::event("pop3_login_failed")
         .add("session", id_)
         .add("client", peer_ip_)
@@ -578,6 +578,7 @@ class pop3_session {
   std::uint16_t peer_port_;
   std::string client_key_;  ///< what connection limits and lockouts count by
   auth::lockout_table& lockouts_;
+  shared_state shared_{rt_, lockouts_};
   std::uint64_t registration_ = 0;
   net::tcp::socket* client_socket_ = nullptr;  ///< for drain's cancel
   bool draining_ = false;

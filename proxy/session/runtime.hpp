@@ -9,6 +9,7 @@
 #include "config.hpp"
 #include "metrics.hpp"
 #include "net/dns_resolver.hpp"
+#include "net/redis_client.hpp"
 #include "session/backend_monitor.hpp"
 #include "session/backend_pool.hpp"
 #include "session/credential_verifier.hpp"
@@ -29,6 +30,7 @@ struct runtime {
   handshake_slots* handshakes = nullptr;  ///< the session's thread's TLS handshake slots; null: no cap
   net::dns_resolver* dns = nullptr;       ///< the session's thread's DNS lookups; null: no mx listener
   auth::relay_grants* pop_grants = nullptr;  ///< POP-before-SMTP's addresses; null: no POP3 front
+  net::redis_client* redis = nullptr;        ///< the session's thread's Redis; null: nothing shared
 };
 
 }  // namespace smtpguard::session

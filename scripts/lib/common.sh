@@ -5,7 +5,7 @@ SMTPGUARD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 BUILD_PACKAGES=(cmake ninja-build g++ pkg-config openssl
   libasio-dev android-libboringssl-dev nlohmann-json3-dev prometheus-cpp-dev
-  libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev libidn-dev libc-ares-dev)
+  libcivetweb-dev libgtest-dev libgmock-dev libcrypt-dev libidn-dev libc-ares-dev libhiredis-dev)
 # swaks only recommends Net::SSLeay, which its --tls and --tlsc need, and
 # packages are installed without recommendations.
 RUN_PACKAGES=(python3-aiosmtpd swaks libnet-ssleay-perl)
@@ -14,7 +14,7 @@ RUN_PACKAGES=(python3-aiosmtpd swaks libnet-ssleay-perl)
 # and sendmail themselves are unpacked by tests/integration/mta_packages.py.
 TEST_PACKAGES=(python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl curl postfix
   prometheus systemd fail2ban python3-yaml strace libcap2-bin haproxy
-  m4 util-linux mount passwd gsasl dnsmasq-base dovecot-pop3d)
+  m4 util-linux mount passwd gsasl dnsmasq-base dovecot-pop3d redis-server)
 
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

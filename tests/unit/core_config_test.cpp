@@ -457,6 +457,26 @@ TEST_F(core_config, pop3_front_is_off_unless_configured) {
   });
 }
 
+TEST_F(core_config, shared_state_names_a_redis) {
+  EXPECT_FALSE(parse().shared_state.redis);
+  const config c = parse({set("/shared_state", json{{"redis", "10.0.0.5:6379"}})});
+  ASSERT_TRUE(c.shared_state.redis);
+  EXPECT_EQ(c.shared_state.redis->port, 6379);
+  EXPECT_EQ(c.shared_state.key_prefix, "smtpguard:");
+  EXPECT_EQ(c.shared_state.timeout, std::chrono::milliseconds(250));
+  const config u = parse({set("/shared_state", json{{"redis", "unix:/run/redis/redis.sock"}, {"key_prefix", "mx1:"},
+                                                    {"timeout_ms", 50}})});
+  EXPECT_EQ(u.shared_state.redis->unix_path, "/run/redis/redis.sock");
+  EXPECT_EQ(u.shared_state.key_prefix, "mx1:");
+  EXPECT_EQ(u.shared_state.timeout, std::chrono::milliseconds(50));
+  expect_errors({
+      {{set("/shared_state", json::object())}, "shared_state.redis"},
+      {{set("/shared_state", json{{"redis", "redis://x"}})}, "shared_state.redis"},
+      {{set("/shared_state", json{{"redis", "127.0.0.1:6379"}, {"timeout_ms", 0}})}, "shared_state.timeout_ms"},
+      {{set("/shared_state", json{{"redis", "127.0.0.1:6379"}, {"db", 2}})}, "shared_state.db"},
+  });
+}
+
 TEST(core_config_networks, parse_and_contain) {
   const unsigned char inside4[] = {10, 1, 2, 3};
   const unsigned char outside4[] = {11, 1, 2, 3};

@@ -1,0 +1,138 @@
+#include "session/shared_state.hpp"
+
+#include <atomic>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "log.hpp"
+#include "net/redis_client.hpp"
+
+namespace smtpguard::session {
+namespace {
+
+using steady_clock = std::chrono::steady_clock;
+using reply_type = net::redis_reply::type;
+
+// One round trip per failure, as lockout_table counts: a window starts with
+// the first failure; at the limit the lock is set and the count starts
+// afresh. KEYS: failures and lock of the address, then of the user (when
+// there is one); ARGV: window ms, lockout ms, address limit, user limit (0: none).
+constexpr std::string_view failure_script = R"(
+local function count(failures, lock, limit)
+  if limit <= 0 then return end
+  local n = redis.call('INCR', failures)
+  if n == 1 then redis.call('PEXPIRE', failures, ARGV[1]) end
+  if n >= limit then
+    redis.call('SET', lock, '1', 'PX', ARGV[2])
+    redis.call('DEL', failures)
+  end
+end
+count(KEYS[1], KEYS[2], tonumber(ARGV[3]))
+if #KEYS == 4 then count(KEYS[3], KEYS[4], tonumber(ARGV[4])) end
+return 1
+)";
+
+// Said once per half minute per process, not once per session: when Redis
+// is down, every session would say it.
+void report_unavailable(metrics* stats, const net::redis_reply* error) {
+  if (stats != nullptr) stats->shared_state_error();
+  static std::atomic<std::int64_t> last_said{0};
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now().time_since_epoch()).count();
+  std::int64_t said = last_said.load();
+  if (said != 0 && now - said < 30) return;
+  if (!last_said.compare_exchange_strong(said, now)) return;
+  log::event("shared_state_unavailable")
+      .add("error", error != nullptr ? error->text : std::string("no answer"))
+      .add("effect", "lockouts and POP-before-SMTP grants are this replica's own until Redis answers");
+}
+
+// The reply, unless Redis did not answer or answered with an error.
+const net::redis_reply* usable(const std::optional<net::redis_reply>& reply, metrics* stats) {
+  if (reply && reply->kind != reply_type::error) return &*reply;
+  report_unavailable(stats, reply ? &*reply : nullptr);
+  return nullptr;
+}
+
+std::string milliseconds(std::chrono::seconds s) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(s).count());
+}
+
+}  // namespace
+
+std::string shared_state::key(std::string_view kind, std::string_view name) const {
+  std::string out = rt_.settings->shared_state.key_prefix;
+  out += kind;
+  out += ':';
+  out += name;
+  return out;
+}
+
+net::awaitable<bool> shared_state::ip_locked(std::string ip_key) {
+  if (lockouts_.ip_locked(ip_key, steady_clock::now())) co_return true;
+  if (rt_.redis == nullptr) co_return false;
+  std::vector<std::string> command{"EXISTS", key("lock:ip", ip_key)};
+  const auto reply = co_await rt_.redis->call(std::move(command));
+  const net::redis_reply* answer = usable(reply, rt_.stats);
+  co_return answer != nullptr && answer->kind == reply_type::integer && answer->integer > 0;
+}
+
+net::awaitable<auth::lockout_scope> shared_state::locked(std::string ip_key, std::string user) {
+  const auto local = lockouts_.is_locked(ip_key, user, steady_clock::now());
+  if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
+  std::vector<std::string> command{"MGET", key("lock:ip", ip_key)};
+  if (!user.empty()) command.push_back(key("lock:user", user));
+  const auto reply = co_await rt_.redis->call(std::move(command));
+  const net::redis_reply* answer = usable(reply, rt_.stats);
+  if (answer == nullptr || answer->kind != reply_type::array) co_return auth::lockout_scope::none;
+  const auto& items = answer->items;
+  if (!items.empty() && items[0].kind == reply_type::string) co_return auth::lockout_scope::ip;
+  if (items.size() > 1 && items[1].kind == reply_type::string) co_return auth::lockout_scope::user;
+  co_return auth::lockout_scope::none;
+}
+
+net::awaitable<void> shared_state::count_remote_failure(const std::string& ip_key, const std::string& user) {
+  const auth::lockout_settings& budgets = rt_.settings->auth.lockout;
+  std::vector<std::string> command{"EVAL", std::string(failure_script), user.empty() ? "2" : "4",
+                                   key("failures:ip", ip_key), key("lock:ip", ip_key)};
+  if (!user.empty()) {
+    command.push_back(key("failures:user", user));
+    command.push_back(key("lock:user", user));
+  }
+  command.push_back(milliseconds(budgets.window));
+  command.push_back(milliseconds(budgets.lockout));
+  command.push_back(std::to_string(budgets.ip_failures));
+  command.push_back(std::to_string(budgets.user_failures));
+  const auto reply = co_await rt_.redis->call(std::move(command));
+  usable(reply, rt_.stats);
+}
+
+net::awaitable<auth::lockout_scope> shared_state::record_failure(std::string ip_key, std::string user) {
+  lockouts_.record_failure(ip_key, user, steady_clock::now());
+  if (rt_.redis != nullptr) {
+    co_await count_remote_failure(ip_key, user);
+  }
+  const auto scope = co_await locked(std::move(ip_key), std::move(user));
+  co_return scope;
+}
+
+net::awaitable<bool> shared_state::relay_granted(std::string address) {
+  if (rt_.pop_grants != nullptr && rt_.pop_grants->permitted(address, steady_clock::now())) co_return true;
+  if (rt_.redis == nullptr) co_return false;
+  std::vector<std::string> command{"EXISTS", key("pop", address)};
+  const auto reply = co_await rt_.redis->call(std::move(command));
+  const net::redis_reply* answer = usable(reply, rt_.stats);
+  co_return answer != nullptr && answer->kind == reply_type::integer && answer->integer > 0;
+}
+
+net::awaitable<void> shared_state::grant_relay(std::string address, std::chrono::seconds ttl) {
+  if (rt_.pop_grants != nullptr) rt_.pop_grants->grant(address, ttl, steady_clock::now());
+  if (rt_.redis == nullptr) co_return;
+  std::vector<std::string> command{"SET", key("pop", address), "1", "PX", milliseconds(ttl)};
+  const auto reply = co_await rt_.redis->call(std::move(command));
+  usable(reply, rt_.stats);
+}
+
+}  // namespace smtpguard::session
