@@ -22,6 +22,7 @@ import harness
 from wire_backend import WireBackend
 from mta_instance import running
 from postfix_instance import PostfixInstance, postfix_available
+from dovecot_instance import DovecotInstance, dovecot_available
 
 
 # --------------------------------------------------------------------------
@@ -142,6 +143,16 @@ def postfix(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the Postfix backend test needs root (Postfix's master runs as root)")
     with running(PostfixInstance(harness.free_port())) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def dovecot():
+    """A private Dovecot POP3 server (dovecot_instance.py) for the module."""
+    ok, reason = dovecot_available()
+    if not ok:
+        pytest.skip(reason)
+    with running(DovecotInstance(harness.free_port())) as instance:
         yield instance
 
 

@@ -23,25 +23,13 @@ import pytest
 
 import harness
 from dovecot_instance import USERS as POP_USERS
-from dovecot_instance import DovecotInstance, dovecot_available
 from harness import (CLIENT_NAME, HOST, HOSTNAME, IO_TIMEOUT, START_TIMEOUT, free_port,
                      metric_value, read_text, wait_for_ports, wait_until)
-from mta_instance import running
 
 ALICE = ("alice", POP_USERS["alice"])
 BOB = ("bob", POP_USERS["bob"])
 LOGINS = "smtpguard_pop3_logins_total"
 GRANTED = "smtpguard_pop_before_smtp_clients"
-
-
-@pytest.fixture(scope="module")
-def dovecot():
-    """A private Dovecot POP3 server (dovecot_instance.py) for the module."""
-    ok, reason = dovecot_available()
-    if not ok:
-        pytest.skip(reason)
-    with running(DovecotInstance(free_port())) as instance:
-        yield instance
 
 
 # --------------------------------------------------------------------------

@@ -16,10 +16,8 @@ import time
 import pytest
 
 from dovecot_instance import USERS as POP_USERS
-from dovecot_instance import DovecotInstance, dovecot_available
 from harness import (HOST, IO_TIMEOUT, START_TIMEOUT, SmtpWire, free_port, metric_value, read_text,
                      wait_for_ports, wait_until)
-from mta_instance import running
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -61,15 +59,6 @@ def redis(tmp_path):
     instance = Redis(str(tmp_path)).start()
     yield instance
     instance.stop()
-
-
-@pytest.fixture(scope="module")
-def dovecot():
-    ok, reason = dovecot_available()
-    if not ok:
-        pytest.skip(reason)
-    with running(DovecotInstance(free_port())) as instance:
-        yield instance
 
 
 def replica(smtpguard_factory, redis_port, auth=None, pop3_backend=None):
