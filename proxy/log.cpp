@@ -1,9 +1,11 @@
 #include "log.hpp"
 
+#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 
 namespace smtpguard::log {
@@ -97,6 +99,14 @@ void event::add_raw(std::string_view key, std::string_view value, bool quoted) {
   } else {
     append_escaped(line_, value, false);
   }
+}
+
+std::string new_session_id() {
+  std::uint8_t bytes[6];
+  RAND_bytes(bytes, sizeof bytes);
+  char text[13];
+  for (std::size_t i = 0; i < sizeof bytes; ++i) std::snprintf(text + 2 * i, 3, "%02x", bytes[i]);
+  return text;
 }
 
 }  // namespace smtpguard::log

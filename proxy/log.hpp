@@ -11,6 +11,9 @@ namespace smtpguard::log {
 
 void set_format(log_format format);
 
+/// A fresh random id (12 hex digits) tagging every line of one session.
+std::string new_session_id();
+
 /// Builds one log line; written when destroyed.
 class event {
  public:

@@ -1,6 +1,5 @@
 #include "session/client_session.hpp"
 
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <chrono>
@@ -42,14 +41,6 @@ using steady_clock = std::chrono::steady_clock;
 constexpr std::size_t max_auth_line = 12288 + 2;
 
 enum class outcome { next, quit, closed, start_tls };
-
-std::string new_session_id() {
-  std::uint8_t bytes[6];
-  RAND_bytes(bytes, sizeof bytes);
-  char text[13];
-  for (std::size_t i = 0; i < sizeof bytes; ++i) std::snprintf(text + 2 * i, 3, "%02x", bytes[i]);
-  return text;
-}
 
 std::string_view scope_name(auth::lockout_scope scope) {
   return scope == auth::lockout_scope::ip ? "ip" : "user";
@@ -103,7 +94,7 @@ class client_session final : public net::reply_observer {
       : listener_(listener),
         rt_(std::move(rt)),
         settings_(*rt_.settings),
-        id_(new_session_id()),
+        id_(log::new_session_id()),
         peer_ip_(peer.address().to_string()),
         peer_port_(peer.port()),
         local_(local),

@@ -1,6 +1,5 @@
 #include "session/pop3_session.hpp"
 
-#include <openssl/rand.h>
 
 #include <chrono>
 #include <cstdio>
@@ -23,6 +22,7 @@
 #include "pop3/replies.hpp"
 #include "pop3/response.hpp"
 #include "sasl/claimed_user.hpp"
+#include "session/client_session.hpp"
 #include "session/shared_state.hpp"
 #include "tls/server_context.hpp"
 
@@ -43,17 +43,8 @@ constexpr std::size_t max_backend_line = 64 * 1024;
 constexpr std::size_t max_list_lines = 200;
 // Each direction of a logged-in session's relay has its own buffer.
 constexpr std::size_t relay_buffer_size = 16 * 1024;
-constexpr auto last_words_timeout = std::chrono::seconds(5);
 
 enum class outcome { start_tls, quit, closed };
-
-std::string new_session_id() {
-  std::uint8_t bytes[6];
-  RAND_bytes(bytes, sizeof bytes);
-  char text[13];
-  for (std::size_t i = 0; i < sizeof bytes; ++i) std::snprintf(text + 2 * i, 3, "%02x", bytes[i]);
-  return text;
-}
 
 // What the backend said, as far as the front needs to know.
 struct backend_answer {
@@ -75,7 +66,7 @@ class pop3_session {
       : listener_(listener),
         rt_(std::move(rt)),
         settings_(*rt_.settings),
-        id_(new_session_id()),
+        id_(log::new_session_id()),
         peer_ip_(net::unmapped(peer.address()).to_string()),
         peer_port_(peer.port()),
         client_key_(std::move(client_key)),
