@@ -1,6 +1,5 @@
 #include "session/client_session.hpp"
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,6 +1,5 @@
 #include "session/pop3_session.hpp"
 
-
 #include <chrono>
 #include <cstdio>
 #include <memory>
