@@ -241,12 +241,35 @@ void read_pop3(const json& v, const std::string& path, pop3_config& pop3) {
   r.finish();
 }
 
-void read_shared_state(const json& v, const std::string& path, shared_state_config& shared) {
+// A secret kept out of the configuration file, which is often readable by
+// more people and tools than the secret should be.
+std::string read_secret(const std::string& path, const std::string& file) {
+  require_readable(path, file);
+  std::ifstream in(file, std::ios::binary);
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) fail(path, "\"" + file + "\" has no password on its first line");
+  return line;
+}
+
+void read_shared_state(const json& v, const std::string& path, const std::string& base,
+                       shared_state_config& shared) {
   object_reader r(v, path);
   r.require("redis");
   shared.redis = endpoint_at(r, "redis", true);
   r.get("key_prefix", shared.key_prefix);
   r.get_duration("timeout_ms", shared.timeout, 10, 10000);
+  r.get("username", shared.username);
+  if (r.get("password_file", shared.password_file)) {
+    shared.password_file = resolve(base, shared.password_file);
+    shared.password = read_secret(r.path("password_file"), shared.password_file);
+  }
+  if (!shared.username.empty() && shared.password.empty())
+    fail(r.path("username"), "needs password_file: Redis takes a user name only with its password");
+  // Redis's own ceiling is its `databases` setting (16 by default); a number
+  // past it is refused by SELECT, which is reported when connecting.
+  r.get_int("database", shared.database, 0, 1000000);
   r.finish();
 }
 
@@ -656,7 +679,7 @@ config parse_config(const std::string& json_text, const std::string& base_dir) {
   for (std::size_t i = 0; i < c.listeners.size(); ++i)
     if (c.listeners[i].role == listener_role::mx && c.relay.local_domains.empty())
       fail("relay.local_domains", "is required by listeners[" + std::to_string(i) + "], of role \"mx\"");
-  if (const json* v = r.find("shared_state")) read_shared_state(*v, "shared_state", c.shared_state);
+  if (const json* v = r.find("shared_state")) read_shared_state(*v, "shared_state", base_dir, c.shared_state);
   r.require("backend");
   read_backend(*r.find("backend"), "backend", c.backend);
   if (c.backend.helo_name.empty()) c.backend.helo_name = c.hostname;

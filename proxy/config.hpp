@@ -216,6 +216,10 @@ struct shared_state_config {
   std::optional<endpoint> redis;  ///< "host:port" or "unix:/path"; unset: nothing is shared
   std::string key_prefix = "smtpguard:";
   std::chrono::milliseconds timeout{250};  ///< per command (and to connect); slower is no answer
+  std::string username;       ///< Redis 6 ACL user for AUTH; empty: the password alone (requirepass)
+  std::string password_file;  ///< its first line is the password; empty: no AUTH
+  std::string password;       ///< read from password_file when the configuration is loaded
+  int database = 0;           ///< SELECTed on every connection when not 0
 };
 
 struct config {

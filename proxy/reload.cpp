@@ -69,7 +69,9 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
   if (metrics_text(next) != metrics_text(running)) waiting.push_back("metrics.address");
   if (next.auth.verifier_threads != running.auth.verifier_threads) waiting.push_back("auth.verifier_threads");
   const auto shared_text = [](const config& c) {
-    return (c.shared_state.redis ? c.shared_state.redis->text : "") + "|" + std::to_string(c.shared_state.timeout.count());
+    const auto& s = c.shared_state;
+    return (s.redis ? s.redis->text : "") + "|" + std::to_string(s.timeout.count()) + "|" + s.username + "|" +
+           s.password + "|" + std::to_string(s.database);
   };
   if (shared_text(next) != shared_text(running)) waiting.push_back("shared_state");
   next.listeners = running.listeners;
@@ -78,8 +80,13 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
   next.user = running.user;
   next.metrics = running.metrics;
   next.auth.verifier_threads = running.auth.verifier_threads;
+  // Each I/O thread's Redis connection logs in once, with what it was made with.
   next.shared_state.redis = running.shared_state.redis;
   next.shared_state.timeout = running.shared_state.timeout;
+  next.shared_state.username = running.shared_state.username;
+  next.shared_state.password_file = running.shared_state.password_file;
+  next.shared_state.password = running.shared_state.password;
+  next.shared_state.database = running.shared_state.database;
   return waiting;
 }
 

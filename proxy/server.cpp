@@ -203,11 +203,12 @@ int run_server(std::shared_ptr<const config> settings) {
                                : nullptr);
   // Likewise: a Redis connection's socket is watched by its thread's context.
   std::vector<std::unique_ptr<net::redis_client>> redis;
+  const auto& shared = settings->shared_state;
+  const net::redis_login redis_login{shared.username, shared.password, shared.database};
   for (auto& context : contexts)
-    redis.push_back(settings->shared_state.redis
-                        ? std::make_unique<net::redis_client>(context->get_executor(), *settings->shared_state.redis,
-                                                              settings->shared_state.timeout)
-                        : nullptr);
+    redis.push_back(shared.redis ? std::make_unique<net::redis_client>(context->get_executor(), *shared.redis,
+                                                                       shared.timeout, redis_login)
+                                 : nullptr);
   std::list<net::tcp::acceptor> acceptors;
 
   // Signals are caught before any port answers: a SIGHUP sent as soon as the

@@ -117,20 +117,20 @@ struct redis_client::pending {
   std::optional<redis_reply> reply;
 };
 
-// A host name being looked up. The lookup runs while other calls wait, so
-// that they all end up on the one connection it leads to.
+// A connection being opened: its host name looked up, then the login. Other
+// calls wait for it, so that they all end up on the one connection.
 struct redis_client::opening {
   opening(const asio::any_io_executor& executor, clock::time_point deadline)
       : resolved(executor, deadline), ready(executor, clock::time_point::max()) {}
-  asio::steady_timer resolved;  ///< the looking-up call waits here
+  asio::steady_timer resolved;  ///< the opening call waits here for the lookup
   asio::steady_timer ready;     ///< other calls wait here, for the connection
   bool found = false;
   tcp::endpoint address;
 };
 
 redis_client::redis_client(asio::any_io_executor executor, endpoint address,
-                           std::chrono::milliseconds timeout)
-    : executor_(std::move(executor)), address_(std::move(address)), timeout_(timeout) {}
+                           std::chrono::milliseconds timeout, redis_login login)
+    : executor_(std::move(executor)), address_(std::move(address)), timeout_(timeout), login_(std::move(login)) {}
 
 redis_client::~redis_client() {
   alive_.reset();
@@ -151,11 +151,22 @@ awaitable<std::optional<redis_reply>> redis_client::call(std::vector<std::string
   const auto deadline = clock::now() + timeout_;
   const std::weak_ptr<bool> alive = alive_;
   if (arguments.empty() || !one_reply_each(arguments)) co_return std::nullopt;
-  if (!context_) {
+  if (!context_ || opening_) {
     const bool opened = co_await open(deadline);
-    if (alive.expired() || !opened || !context_) co_return std::nullopt;
+    if (alive.expired()) co_return std::nullopt;
+    if (!opened || !context_) {
+      if (refusal_.empty()) co_return std::nullopt;
+      co_return redis_reply{redis_reply::type::error, 0, refusal_, {}};
+    }
   }
+  const std::vector<std::string_view> views(arguments.begin(), arguments.end());
+  auto reply = co_await exchange(views, deadline);
+  co_return reply;
+}
 
+awaitable<std::optional<redis_reply>> redis_client::exchange(const std::vector<std::string_view>& arguments,
+                                                             clock::time_point deadline) {
+  const std::weak_ptr<bool> alive = alive_;
   std::vector<const char*> argv;
   std::vector<std::size_t> lengths;
   argv.reserve(arguments.size());
@@ -192,8 +203,23 @@ awaitable<bool> redis_client::open(clock::time_point deadline) {
     const auto attempt = opening_;
     co_await attempt->ready.async_wait(as_result);
     if (alive.expired()) co_return false;
-    co_return context_ != nullptr;
+    co_return context_ != nullptr && !opening_;
   }
+  refusal_.clear();
+  const auto attempt = std::make_shared<opening>(executor_, deadline);
+  opening_ = attempt;
+  bool opened = co_await connect(deadline);
+  if (alive.expired()) co_return false;
+  if (opened) {
+    opened = co_await log_in(deadline);
+    if (alive.expired()) co_return false;
+  }
+  opening_.reset();
+  attempt->ready.expires_at(clock::time_point::min());
+  co_return opened;
+}
+
+awaitable<bool> redis_client::connect(clock::time_point deadline) {
   if (!address_.unix_path.empty()) co_return start(redisAsyncConnectUnix(address_.unix_path.c_str()));
   std::error_code not_literal;
   (void)asio::ip::make_address(address_.host, not_literal);
@@ -201,8 +227,8 @@ awaitable<bool> redis_client::open(clock::time_point deadline) {
 
   // hiredis would look a name up with a blocking getaddrinfo(): look it up
   // here, and hand hiredis the address.
-  const auto attempt = std::make_shared<opening>(executor_, deadline);
-  opening_ = attempt;
+  const std::weak_ptr<bool> alive = alive_;
+  const auto attempt = opening_;
   tcp::resolver resolver(executor_);
   const std::string port = std::to_string(address_.port);
   resolver.async_resolve(address_.host, port,
@@ -223,15 +249,35 @@ awaitable<bool> redis_client::open(clock::time_point deadline) {
   // The resolver cannot interrupt a getaddrinfo() under way: at the deadline
   // the call gives up and leaves the lookup to finish on its own.
   co_await attempt->resolved.async_wait(as_result);
-  if (alive.expired()) co_return false;
-  opening_.reset();
-  bool opened = false;
-  if (attempt->found && clock::now() < deadline) {
-    const std::string ip = attempt->address.address().to_string();
-    opened = start(redisAsyncConnect(ip.c_str(), attempt->address.port()));
+  if (alive.expired() || !attempt->found || clock::now() >= deadline) co_return false;
+  const std::string ip = attempt->address.address().to_string();
+  co_return start(redisAsyncConnect(ip.c_str(), attempt->address.port()));
+}
+
+awaitable<bool> redis_client::log_in(clock::time_point deadline) {
+  // Before any call: a call sent behind a SELECT that Redis refuses would
+  // run in database 0.
+  const std::weak_ptr<bool> alive = alive_;
+  const auto accepted = [this](std::string_view what, const std::optional<redis_reply>& reply) {
+    if (reply && reply->kind != redis_reply::type::error) return true;
+    if (reply) refusal_ = std::string(what) + " refused: " + reply->text;
+    if (context_) redisAsyncFree(context_);
+    return false;
+  };
+  if (!login_.password.empty()) {
+    std::vector<std::string_view> auth{"AUTH"};
+    if (!login_.username.empty()) auth.emplace_back(login_.username);
+    auth.emplace_back(login_.password);
+    const auto reply = co_await exchange(auth, deadline);
+    if (alive.expired() || !accepted("AUTH", reply)) co_return false;
   }
-  attempt->ready.expires_at(clock::time_point::min());
-  co_return opened;
+  if (login_.database != 0) {
+    const std::string number = std::to_string(login_.database);
+    const std::vector<std::string_view> select{"SELECT", number};
+    const auto reply = co_await exchange(select, deadline);
+    if (alive.expired() || !accepted("SELECT", reply)) co_return false;
+  }
+  co_return true;
 }
 
 bool redis_client::start(redisAsyncContext* context) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <asio/any_io_executor.hpp>
@@ -28,6 +29,13 @@ struct redis_reply {
   std::vector<redis_reply> items;  ///< array replies
 };
 
+/// How each new connection logs in before any call goes out on it.
+struct redis_login {
+  std::string username;  ///< empty: AUTH with the password alone
+  std::string password;  ///< empty: no AUTH
+  int database = 0;      ///< SELECTed when not 0
+};
+
 /// Redis for the sessions of one I/O thread: hiredis's async API driven by
 /// the thread's Asio reactor (as dns_resolver drives c-ares). One connection,
 /// opened on first use and opened again on the next call after it failed.
@@ -35,8 +43,9 @@ struct redis_reply {
 class redis_client {
  public:
   /// `address`: host:port (a literal IP or a name) or unix:/path (endpoint.unix_path set).
-  /// `timeout`: for connecting and for each reply.
-  redis_client(asio::any_io_executor executor, endpoint address, std::chrono::milliseconds timeout);
+  /// `timeout`: for connecting and logging in, and for each reply.
+  redis_client(asio::any_io_executor executor, endpoint address, std::chrono::milliseconds timeout,
+               redis_login login = {});
   /// Frees the hiredis context; pending calls complete with nullopt.
   ~redis_client();
   redis_client(const redis_client&) = delete;
@@ -45,7 +54,9 @@ class redis_client {
   /// Sends one command (each argument binary-safe, via redisAsyncCommandArgv) and
   /// waits for its reply. nullopt when Redis cannot be reached, the connection
   /// fails, or no reply came within the timeout (then the connection is dropped
-  /// and the next call reconnects). An error reply (-ERR ...) is a reply, kind error.
+  /// and the next call reconnects). An error reply (-ERR ...) is a reply, kind error;
+  /// so is Redis refusing the login ("AUTH refused: WRONGPASS ...", "SELECT
+  /// refused: ..."), after which the connection is dropped and no call was sent.
   /// Commands that answer more or less than once (SUBSCRIBE and the like,
   /// MONITOR, CLIENT REPLY) are refused with nullopt.
   awaitable<std::optional<redis_reply>> call(std::vector<std::string> arguments);
@@ -60,7 +71,12 @@ class redis_client {
   struct opening;
 
   awaitable<bool> open(clock::time_point deadline);
+  awaitable<bool> connect(clock::time_point deadline);
+  awaitable<bool> log_in(clock::time_point deadline);
   bool start(redisAsyncContext* context);
+  /// Sends one command on the open connection and waits for its reply.
+  awaitable<std::optional<redis_reply>> exchange(const std::vector<std::string_view>& arguments,
+                                                 clock::time_point deadline);
   void forget() noexcept;
 
   static void on_connect(const redisAsyncContext* context, int status);
@@ -75,9 +91,11 @@ class redis_client {
   asio::any_io_executor executor_;
   endpoint address_;
   std::chrono::milliseconds timeout_;
+  redis_login login_;
+  std::string refusal_;  ///< why Redis refused the last login; empty when it did not
   redisAsyncContext* context_ = nullptr;  ///< null while there is no connection
   std::shared_ptr<watcher> watcher_;      ///< the socket of context_
-  std::shared_ptr<opening> opening_;      ///< set while a call looks the host name up
+  std::shared_ptr<opening> opening_;      ///< set while a call connects and logs in
   std::uint64_t generation_ = 0;          ///< counts contexts, so a timeout drops only its own
   bool connected_ = false;
   /// Coroutines that outlive the client see it expire and stop touching it.

@@ -8,6 +8,7 @@ import os
 import poplib
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
@@ -27,22 +28,26 @@ NO_DELAY = {"failure_delay_ms": 0, "max_failures": 100}
 class Redis:
     """A private redis-server on 127.0.0.1:<port>, nothing saved to disk."""
 
-    def __init__(self, work_dir):
+    def __init__(self, work_dir, options=(), password=None):
         self.port = free_port()
         self.work_dir = work_dir
+        self.options = list(options)
+        self.password = password  # the default user's, for redis-cli
         self.proc = None
 
     def start(self):
         log = open(os.path.join(self.work_dir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", self.work_dir],
+             "--daemonize", "no", "--dir", self.work_dir, *self.options],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         assert wait_for_ports([self.port], self.proc, START_TIMEOUT), "redis-server did not start"
         return self
 
-    def cli(self, *args):
-        out = subprocess.run([REDIS_CLI, "-p", str(self.port), *args], capture_output=True, text=True, timeout=10)
+    def cli(self, *args, database=0):
+        login = ["--no-auth-warning", "-a", self.password] if self.password else []
+        out = subprocess.run([REDIS_CLI, "-p", str(self.port), *login, "-n", str(database), *args],
+                             capture_output=True, text=True, timeout=10)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
@@ -61,10 +66,10 @@ def redis(tmp_path):
     instance.stop()
 
 
-def replica(smtpguard_factory, redis_port, auth=None, pop3_backend=None):
+def replica(smtpguard_factory, redis_port, auth=None, pop3_backend=None, shared=None, extra=None):
     """One smtpguard sharing state through the Redis on `redis_port`."""
-    config = {"shared_state": {"redis": f"{HOST}:{redis_port}", "timeout_ms": 300},
-              "auth": {**NO_DELAY, **(auth or {})}}
+    config = {"shared_state": {"redis": f"{HOST}:{redis_port}", "timeout_ms": 300, **(shared or {})},
+              "auth": {**NO_DELAY, **(auth or {})}, **(extra or {})}
     if pop3_backend is not None:
         port = free_port()
         config["pop3"] = {"listeners": [{"name": "pop3s", "address": f"{HOST}:{port}", "tls": "implicit"}],
@@ -182,3 +187,88 @@ def test_a_redis_that_accepts_but_never_answers_costs_only_its_timeout(smtpguard
         assert time.monotonic() - started < 5
     finally:
         silent.close()
+
+
+@pytest.fixture
+def locked_redis(tmp_path):
+    """A Redis with a password for its default user and an ACL user of our own,
+    allowed our keys and the commands the README lists, no more."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.skip("redis-server is not installed")
+    instance = Redis(str(tmp_path), password="admin-pw",
+                     options=["--requirepass", "admin-pw",
+                              "--user", "guard", "on", ">guard pw", "~smtpguard:*", "+select",
+                              "+exists", "+mget", "+set", "+eval", "+incr", "+pexpire", "+del"]).start()
+    yield instance
+    instance.stop()
+
+
+def test_replicas_log_in_as_an_acl_user_and_keep_to_their_database(smtpguard_factory, locked_redis, tmp_path,
+                                                                   dovecot, recorder):
+    secret = tmp_path / "redis.pass"
+    secret.write_text("guard pw\n")
+    shared = {"username": "guard", "password_file": str(secret), "database": 5}
+    lockout = {"lockout": {"ip_failures": 2, "user_failures": 0}}
+    backend = f"{HOST}:{dovecot.port}"
+    first = replica(smtpguard_factory, locked_redis.port, auth=lockout, pop3_backend=backend, shared=shared)
+    second = replica(smtpguard_factory, locked_redis.port, auth=lockout, pop3_backend=backend, shared=shared)
+    # A grant made through one replica...
+    pop = poplib.POP3_SSL(HOST, first.pop3s_port, context=first.tls_context(), timeout=IO_TIMEOUT)
+    pop.user("bob")
+    pop.pass_(POP_USERS["bob"])
+    pop.quit()
+    # ...is honoured by the other.
+    with smtplib.SMTP_SSL(HOST, second.implicit_port, context=second.tls_context(), timeout=IO_TIMEOUT) as smtp:
+        smtp.ehlo()
+        smtp.sendmail("bob@example.test", ["alice@example.test"], b"Subject: acl\r\n\r\ngranted in db 5\r\n")
+    assert b"granted in db 5" in recorder.wait_for(1)[-1].content
+    # Failures split over the two lock the address out of both.
+    assert failed_auth(first, "alice").code == 535
+    assert failed_auth(second, "alice").code == 535
+    with SmtpWire.connect(first.starttls_port) as wire:
+        reply = wire.read_reply()
+    assert (reply.code, reply.enhanced) == (421, "4.7.0"), reply
+    assert locked_redis.cli("EXISTS", "smtpguard:lock:ip:127.0.0.1", "smtpguard:pop:127.0.0.1", database=5) == "2"
+    assert locked_redis.cli("DBSIZE", database=0) == "0"
+    for guard in (first, second):
+        assert metric_value(guard.metrics(), "smtpguard_shared_state_errors_total") == 0
+        assert "shared_state_unavailable" not in read_text(guard.stderr_path)
+
+
+def test_a_refused_redis_password_costs_only_the_sharing_and_is_named(smtpguard_factory, locked_redis, tmp_path,
+                                                                      recorder):
+    secret = tmp_path / "redis.pass"
+    secret.write_text("not the password\n")
+    guard = replica(smtpguard_factory, locked_redis.port, shared={"username": "guard", "password_file": str(secret)})
+    with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
+        wire.read_reply()
+        wire.ehlo()
+        wire.login("alice")
+        wire.open_data()
+        wire.send(b"Subject: t\r\n\r\nredis said no\r\n.\r\n")
+        assert wire.read_reply().code == 250
+    assert b"redis said no" in recorder.wait_for(1)[-1].content
+    assert metric_value(guard.metrics(), "smtpguard_shared_state_errors_total") > 0
+    log = read_text(guard.stderr_path)
+    assert re.search(r"event=shared_state_unavailable .*AUTH refused: WRONGPASS", log), log
+    assert "not the password" not in log
+    assert locked_redis.cli("DBSIZE") == "0"
+
+
+def test_a_changed_redis_password_waits_for_a_restart(smtpguard_factory, locked_redis, tmp_path):
+    secret = tmp_path / "redis.pass"
+    secret.write_text("guard pw\n")
+    guard = replica(smtpguard_factory, locked_redis.port, shared={"username": "guard", "password_file": str(secret)},
+                    extra={"reload_check_interval": 0})
+    assert failed_auth(guard, "alice").code == 535
+    assert locked_redis.cli("EXISTS", "smtpguard:failures:ip:127.0.0.1") == "1"
+    secret.write_text("some new password\n")
+    guard.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: re.search(r"event=warning .*keys=\S*shared_state", read_text(guard.stderr_path)),
+                      timeout=10), read_text(guard.stderr_path)
+    # Connections made after the reload still log in with the running password.
+    assert locked_redis.cli("CLIENT", "KILL", "USER", "guard") != "0"
+    time.sleep(0.5)  # for the replica to see its connections closed, rather than lose a call on one
+    assert failed_auth(guard, "alice").code == 535
+    assert locked_redis.cli("GET", "smtpguard:failures:ip:127.0.0.1") == "2"
+    assert metric_value(guard.metrics(), "smtpguard_shared_state_errors_total") == 0

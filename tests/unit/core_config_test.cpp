@@ -477,6 +477,36 @@ TEST_F(core_config, shared_state_names_a_redis) {
   });
 }
 
+TEST_F(core_config, shared_state_logs_in_with_a_password_file) {
+  const config none = parse({set("/shared_state", json{{"redis", "127.0.0.1:6379"}})});
+  EXPECT_EQ(none.shared_state.password, "");
+  EXPECT_EQ(none.shared_state.database, 0);
+  write("secrets/redis.pass", "p@ss word\r\nsecond line ignored\n");
+  write("no-newline.pass", "bare");
+  write("empty.pass", "\n");
+  const config c = parse({set("/shared_state", json{{"redis", "127.0.0.1:6379"},
+                                                    {"username", "guard"},
+                                                    {"password_file", "secrets/redis.pass"},
+                                                    {"database", 3}})});
+  EXPECT_EQ(c.shared_state.username, "guard");
+  EXPECT_EQ(c.shared_state.password, "p@ss word");
+  EXPECT_EQ(c.shared_state.password_file, (dir_ / "secrets" / "redis.pass").string());
+  EXPECT_EQ(c.shared_state.database, 3);
+  const config bare =
+      parse({set("/shared_state", json{{"redis", "127.0.0.1:6379"}, {"password_file", "no-newline.pass"}})});
+  EXPECT_EQ(bare.shared_state.password, "bare");
+  EXPECT_EQ(bare.shared_state.username, "");
+  const json redis = json{{"redis", "127.0.0.1:6379"}};
+  expect_errors({
+      {{set("/shared_state", redis), set("/shared_state/password_file", "missing.pass")}, "shared_state.password_file"},
+      {{set("/shared_state", redis), set("/shared_state/password_file", "empty.pass")}, "shared_state.password_file"},
+      {{set("/shared_state", redis), set("/shared_state/password_file", "secrets")}, "shared_state.password_file"},
+      {{set("/shared_state", redis), set("/shared_state/username", "guard")}, "shared_state.username"},
+      {{set("/shared_state", redis), set("/shared_state/database", -1)}, "shared_state.database"},
+      {{set("/shared_state", redis), set("/shared_state/password", "inline")}, "shared_state.password"},
+  });
+}
+
 TEST(core_config_networks, parse_and_contain) {
   const unsigned char inside4[] = {10, 1, 2, 3};
   const unsigned char outside4[] = {11, 1, 2, 3};

@@ -514,4 +514,104 @@ TEST_F(core_redis_client, destroyed_while_a_call_waits) {
   }
 }
 
+// Logging in: AUTH (password alone, or an ACL user) and SELECT go out ahead
+// of every call on each new connection, and a refusal answers the calls.
+
+bool starts_with(const std::optional<redis_reply>& reply, const std::string& prefix) {
+  return reply && reply->kind == reply_kind::error && reply->text.rfind(prefix, 0) == 0;
+}
+
+TEST_F(core_redis_client, logs_in_with_a_password_and_works_in_its_database) {
+  redis_client admin(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  // The admin connection, already open, stays logged in as the default user.
+  ASSERT_TRUE(is(call(admin, {"CONFIG", "SET", "requirepass", "s3cret pass"}), reply_kind::status, "OK"));
+
+  redis_client client(io.get_executor(), tcp_address("127.0.0.1", port), 2s,
+                      smtpguard::net::redis_login{"", "s3cret pass", 3});
+  const auto out = calls(client, {{"SET", "where", "three"}, {"GET", "where"}});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(is(out[0], reply_kind::status, "OK"));
+  EXPECT_TRUE(is(out[1], reply_kind::string, "three"));
+
+  const auto seen = calls(admin, {{"GET", "where"}, {"SELECT", "3"}, {"GET", "where"}});
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(is(seen[0], reply_kind::nil));
+  EXPECT_TRUE(is(seen[2], reply_kind::string, "three"));
+
+  // Without the password, Redis itself says no.
+  redis_client anonymous(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  EXPECT_TRUE(starts_with(call(anonymous, {"PING"}), "NOAUTH")) << call(anonymous, {"PING"})->text;
+}
+
+TEST_F(core_redis_client, logs_in_as_an_acl_user_over_a_unix_socket) {
+  redis_client admin(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  ASSERT_TRUE(is(call(admin, {"ACL", "SETUSER", "guard", "on", ">guard-pw", "~smtpguard:*", "+@all"}),
+                 reply_kind::status, "OK"));
+  redis_client client(io.get_executor(), unix_address(socket_path), 2s,
+                      smtpguard::net::redis_login{"guard", "guard-pw", 0});
+  const auto out = calls(client, {{"SET", "smtpguard:x", "1"}, {"SET", "elsewhere", "1"}, {"ACL", "WHOAMI"}});
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(is(out[0], reply_kind::status, "OK"));
+  EXPECT_TRUE(starts_with(out[1], "NOPERM")) << (out[1] ? out[1]->text : "no reply");
+  EXPECT_TRUE(is(out[2], reply_kind::string, "guard"));
+  EXPECT_EQ(clients_connected(admin), 2u);
+}
+
+TEST_F(core_redis_client, a_refused_password_answers_every_call_and_drops_the_connection) {
+  redis_client admin(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  ASSERT_TRUE(is(call(admin, {"CONFIG", "SET", "requirepass", "right"}), reply_kind::status, "OK"));
+  redis_client client(io.get_executor(), tcp_address("127.0.0.1", port), 2s,
+                      smtpguard::net::redis_login{"", "wrong", 0});
+  // Calls made before the connection is up, all queued behind the AUTH.
+  constexpr int coroutines = 5;
+  std::vector<outcome> outs(coroutines);
+  std::vector<asio::awaitable<void>> bodies;
+  for (auto& out : outs) bodies.push_back(call_once(client, {"SET", "k", "v"}, out));
+  ASSERT_TRUE(run_all(std::move(bodies)));
+  for (const auto& out : outs)
+    EXPECT_TRUE(starts_with(out.reply, "AUTH refused: WRONGPASS")) << (out.reply ? out.reply->text : "no reply");
+  EXPECT_FALSE(client.connected());
+  // The next call tries again, on a new connection; nothing was written.
+  EXPECT_TRUE(starts_with(call(client, {"GET", "k"}), "AUTH refused: WRONGPASS"));
+  EXPECT_TRUE(is(call(admin, {"EXISTS", "k"}), reply_kind::integer));
+  EXPECT_EQ(call(admin, {"EXISTS", "k"})->integer, 0);
+}
+
+TEST_F(core_redis_client, a_database_redis_does_not_have_is_refused) {
+  redis_client client(io.get_executor(), tcp_address("127.0.0.1", port), 2s,
+                      smtpguard::net::redis_login{"", "", 999});
+  const auto reply = call(client, {"SET", "k", "v"});
+  EXPECT_TRUE(starts_with(reply, "SELECT refused: ERR")) << (reply ? reply->text : "no reply");
+  redis_client admin(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  EXPECT_EQ(call(admin, {"EXISTS", "k"})->integer, 0);
+}
+
+TEST_F(core_redis_client, calls_made_while_logging_in_wait_for_the_login) {
+  redis_client admin(io.get_executor(), tcp_address("127.0.0.1", port), 2s);
+  ASSERT_TRUE(is(call(admin, {"CONFIG", "SET", "requirepass", "pw"}), reply_kind::status, "OK"));
+  redis_client client(io.get_executor(), tcp_address("localhost", port), 5s,
+                      smtpguard::net::redis_login{"", "pw", 2});
+  constexpr int coroutines = 10;
+  std::vector<int> matched(coroutines, 0);
+  std::vector<asio::awaitable<void>> bodies;
+  for (int i = 0; i < coroutines; ++i)
+    bodies.push_back(echo_many(client, "w" + std::to_string(i), 3, matched[i]));
+  ASSERT_TRUE(run_all(std::move(bodies)));
+  for (int i = 0; i < coroutines; ++i) EXPECT_EQ(matched[i], 3) << "coroutine " << i;
+  EXPECT_EQ(clients_connected(admin), 2u);
+}
+
+TEST_F(core_redis_client, a_login_never_answered_times_out) {
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  int accepted = 0;
+  asio::co_spawn(io, silent_server(acceptor, accepted), asio::detached);
+  redis_client client(io.get_executor(), tcp_address("127.0.0.1", acceptor.local_endpoint().port()), 300ms,
+                      smtpguard::net::redis_login{"", "pw", 1});
+  const auto began = clock_type::now();
+  EXPECT_FALSE(call(client, {"PING"}));
+  EXPECT_LT(clock_type::now() - began, 1s);
+  EXPECT_EQ(accepted, 1);
+  EXPECT_FALSE(client.connected());
+}
+
 }  // namespace
