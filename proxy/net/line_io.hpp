@@ -3,6 +3,9 @@
 // a deadline and a write buffer that is flushed only before we block on a
 // read, which is what makes replies to pipelined commands go out together
 // (RFC 2920 section 3.2).
+#include <algorithm>
+#include <chrono>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -81,6 +84,44 @@ class line_io {
       if (!flushed) co_return read_status::closed;
       const auto status = co_await read_more(limit);
       if (status != read_status::line) co_return status;
+    }
+  }
+
+  /// The next command line. `per_read` bounds each read, and `total` the
+  /// line from its first byte, so trickling a byte at a time cannot hold a
+  /// session open. Before each wait, a true `stop()` ends the read as closed
+  /// (a drain); `*idle`, when given, is true while the wait lasts, so that
+  /// the drain knows the session may be cut there.
+  template <typename Stop>
+  awaitable<read_status> read_command(smtp::framed_line& line, duration per_read, duration total, Stop stop,
+                                      bool* idle = nullptr) {
+    std::optional<std::chrono::steady_clock::time_point> started;
+    for (;;) {
+      switch (framer_.next(line)) {
+        case smtp::frame_status::line:
+          co_return read_status::line;
+        case smtp::frame_status::too_long:
+          co_return read_status::too_long;
+        case smtp::frame_status::need_more:
+          break;
+      }
+      const bool flushed = co_await flush(per_read);
+      if (!flushed) co_return read_status::closed;
+      duration limit = per_read;
+      if (framer_.has_buffered()) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!started) started = now;
+        const duration left = *started + total - now;
+        if (left <= duration::zero()) co_return read_status::timeout;
+        limit = std::min(limit, left);
+      }
+      if (stop()) co_return read_status::closed;
+      std::string_view chunk;
+      if (idle != nullptr) *idle = true;
+      const auto status = co_await read_raw(chunk, limit);
+      if (idle != nullptr) *idle = false;
+      if (status != read_status::line) co_return status;
+      framer_.feed(chunk);
     }
   }
 

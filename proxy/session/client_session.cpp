@@ -18,6 +18,8 @@
 #include "net/timeout.hpp"
 #include "sasl/exchange.hpp"
 #include "tls/channel_binding.hpp"
+#include "session/handshake_turn.hpp"
+#include "session/serve_admitted.hpp"
 #include "session/shared_state.hpp"
 #include "session/transaction.hpp"
 #include "smtp/capabilities.hpp"
@@ -227,42 +229,20 @@ class client_session final : public net::reply_observer {
     co_return true;
   }
 
-  /// One of the thread's handshake slots (see handshake_slots.hpp), or an
-  /// empty one when `deadline` passed first. When they are all taken, a
-  /// client that has not sent its hello yet does not queue for one.
-  net::awaitable<handshake_slots::slot> handshake_slot(net::tcp::socket& socket, steady_clock::time_point deadline) {
-    if (rt_.handshakes == nullptr) co_return handshake_slots::slot();
-    const std::size_t limit = settings_.limits.max_tls_handshakes;
-    if (!rt_.handshakes->available(limit)) {
-      const auto spoke = co_await net::with_timeout(socket.async_wait(net::tcp::socket::wait_read, net::as_result),
-                                                    deadline - steady_clock::now());
-      if (!spoke || std::get<0>(*spoke)) co_return handshake_slots::slot();
-    }
-    bool waited = false;
-    auto slot = co_await rt_.handshakes->acquire(limit, deadline, waited);
-    if (waited) rt_.stats->tls_handshake_queued();
-    co_return slot;
-  }
-
   // The TLS stream lives in this frame only: the session's own frame holds
   // no second copy of it for the other way of starting TLS.
   net::awaitable<void> serve_tls(net::tcp::socket& socket) {
     const auto deadline = steady_clock::now() + settings_.timeouts.tls_handshake;
     // Taken before the stream exists: a waiting session holds no TLS state.
-    auto slot = co_await handshake_slot(socket, deadline);
-    if (!slot && rt_.handshakes != nullptr) {
-      rt_.stats->tls_handshake(listener_.name, "", "", "timeout");
-      log::event("tls_failed")
-          .add("session", id_)
-          .add("client", peer_ip_)
-          .add("reason", "timeout waiting for a handshake slot");
+    auto slot = co_await wait_for_handshake_turn(rt_, socket, deadline, {listener_.name, id_, peer_ip_});
+    if (!slot) {
       ended_ = outcome::closed;
       co_return;
     }
     tls_stream stream(std::move(socket), rt_.tls->native_handle());
     socket_ = &stream.socket();
     const bool secured = co_await handshake(stream, deadline - steady_clock::now());
-    slot.release();
+    slot->release();
     if (!secured) {
       ended_ = outcome::closed;
       co_return;
@@ -343,39 +323,11 @@ class client_session final : public net::reply_observer {
     }
   }
 
-  /// The next command line, with the per-read timeout and a total deadline
-  /// counted from the line's first byte, so trickling one byte at a time
-  /// cannot hold a session open forever.
+  // Not a coroutine itself: an idle session holds line_io's frame only.
   template <typename Stream>
   net::awaitable<net::read_status> read_command(net::line_io<Stream>& io, smtp::framed_line& line) {
-    std::optional<steady_clock::time_point> started;
-    for (;;) {
-      switch (io.framer().next(line)) {
-        case smtp::frame_status::line:
-          co_return net::read_status::line;
-        case smtp::frame_status::too_long:
-          co_return net::read_status::too_long;
-        case smtp::frame_status::need_more:
-          break;
-      }
-      const bool flushed = co_await io.flush(settings_.timeouts.command);
-      if (!flushed) co_return net::read_status::closed;
-      net::duration limit = settings_.timeouts.command;
-      if (io.framer().has_buffered()) {
-        const auto now = steady_clock::now();
-        if (!started) started = now;
-        const net::duration left = *started + settings_.timeouts.command_total - now;
-        if (left <= net::duration::zero()) co_return net::read_status::timeout;
-        limit = std::min(limit, left);
-      }
-      if (drain_due()) co_return net::read_status::closed;
-      std::string_view chunk;
-      idle_ = !state_.in_transaction;
-      const auto status = co_await io.read_raw(chunk, limit);
-      idle_ = false;
-      if (status != net::read_status::line) co_return status;
-      io.framer().feed(chunk);
-    }
+    return io.read_command(line, settings_.timeouts.command, settings_.timeouts.command_total,
+                           [this] { return drain_due(); }, state_.in_transaction ? nullptr : &idle_);
   }
 
   template <typename Stream>
@@ -777,24 +729,6 @@ class client_session final : public net::reply_observer {
   std::shared_ptr<dnsbl_check> dnsbl_;
 };
 
-// Every idle session holds this coroutine's frame, so it is spawned on its
-// own once the connection is admitted: nothing admission needed stays in it.
-// `slot` is the session's place under the connection limits, held to its end.
-net::awaitable<void> serve_admitted(std::unique_ptr<client_session> session, net::tcp::socket socket,
-                                    [[maybe_unused]] net::connection_limits::slot slot,
-                                    const listener_config& listener,
-                                    metrics* stats) {
-  const auto started = steady_clock::now();
-  stats->session_started();
-  try {
-    co_await session->run(socket);
-  } catch (const std::exception& e) {
-    log::event("session_error").add("listener", listener.name).add("error", e.what());
-  }
-  session.reset();
-  stats->session_ended(std::chrono::duration<double>(steady_clock::now() - started).count());
-}
-
 }  // namespace
 
 void start_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt,
@@ -803,9 +737,7 @@ void start_client_session(net::tcp::socket socket, const listener_config& listen
   auto* stats = rt.stats;
   auto session =
       std::make_unique<client_session>(listener, std::move(rt), peer, local, std::move(client_key), lockouts);
-  const auto executor = socket.get_executor();
-  asio::co_spawn(executor, serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
-                 asio::detached);
+  spawn_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats);
 }
 
 }  // namespace smtpguard::session

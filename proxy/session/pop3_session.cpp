@@ -22,6 +22,8 @@
 #include "pop3/response.hpp"
 #include "sasl/claimed_user.hpp"
 #include "session/client_session.hpp"
+#include "session/handshake_turn.hpp"
+#include "session/serve_admitted.hpp"
 #include "session/shared_state.hpp"
 #include "tls/server_context.hpp"
 
@@ -135,24 +137,12 @@ class pop3_session {
 
   net::awaitable<outcome> serve_tls(net::tcp::socket& socket) {
     const auto deadline = steady_clock::now() + settings_.timeouts.tls_handshake;
-    handshake_slots::slot slot;
-    if (rt_.handshakes != nullptr) {
-      bool waited = false;
-      slot = co_await rt_.handshakes->acquire(settings_.limits.max_tls_handshakes, deadline, waited);
-      if (waited) rt_.stats->tls_handshake_queued();
-      if (!slot) {
-        rt_.stats->tls_handshake(listener_.name, "", "", "timeout");
-        log::event("tls_failed")
-            .add("session", id_)
-            .add("client", peer_ip_)
-            .add("reason", "timeout waiting for a handshake slot");
-        co_return outcome::closed;
-      }
-    }
+    auto slot = co_await wait_for_handshake_turn(rt_, socket, deadline, {listener_.name, id_, peer_ip_});
+    if (!slot) co_return outcome::closed;
     tls_stream stream(std::move(socket), rt_.tls->native_handle());
     client_socket_ = &stream.socket();
     auto done = co_await net::with_timeout(stream.handshake(), deadline - steady_clock::now());
-    slot.release();
+    slot->release();
     if (!done || *done) {
       rt_.stats->tls_handshake(listener_.name, "", "", done ? "error" : "timeout");
       log::event("tls_failed")
@@ -269,39 +259,11 @@ class pop3_session {
     }
   }
 
-  /// The next command line, with the idle timeout per read and a total
-  /// deadline from the line's first byte (one byte at a time is no way to
-  /// hold a session open).
+  // Not a coroutine itself: an idle session holds line_io's frame only.
   template <typename Stream>
   net::awaitable<net::read_status> read_command(net::line_io<Stream>& io, smtp::framed_line& line) {
-    std::optional<steady_clock::time_point> started;
-    for (;;) {
-      switch (io.framer().next(line)) {
-        case smtp::frame_status::line:
-          co_return net::read_status::line;
-        case smtp::frame_status::too_long:
-          co_return net::read_status::too_long;
-        case smtp::frame_status::need_more:
-          break;
-      }
-      const bool flushed = co_await io.flush(settings_.pop3.idle_timeout);
-      if (!flushed) co_return net::read_status::closed;
-      net::duration limit = settings_.pop3.idle_timeout;
-      if (io.framer().has_buffered()) {
-        const auto now = steady_clock::now();
-        if (!started) started = now;
-        const net::duration left = *started + settings_.timeouts.command_total - now;
-        if (left <= net::duration::zero()) co_return net::read_status::timeout;
-        limit = std::min(limit, left);
-      }
-      if (draining_) co_return net::read_status::closed;
-      std::string_view chunk;
-      idle_ = true;
-      const auto status = co_await io.read_raw(chunk, limit);
-      idle_ = false;
-      if (status != net::read_status::line) co_return status;
-      io.framer().feed(chunk);
-    }
+    return io.read_command(line, settings_.pop3.idle_timeout, settings_.timeouts.command_total,
+                           [this] { return draining_; }, &idle_);
   }
 
   /// Queues a refusal; false when the client has used up its error budget.
@@ -588,22 +550,6 @@ class pop3_session {
   std::uint64_t relayed_to_backend_ = 0;
 };
 
-// Spawned on its own once admitted, as SMTP sessions are: nothing admission
-// needed stays in an idle session's frames.
-net::awaitable<void> serve_admitted(std::unique_ptr<pop3_session> session, net::tcp::socket socket,
-                                    [[maybe_unused]] net::connection_limits::slot slot,
-                                    const listener_config& listener, metrics* stats) {
-  const auto started = steady_clock::now();
-  stats->session_started();
-  try {
-    co_await session->run(socket);
-  } catch (const std::exception& e) {
-    log::event("session_error").add("listener", listener.name).add("error", e.what());
-  }
-  session.reset();
-  stats->session_ended(std::chrono::duration<double>(steady_clock::now() - started).count());
-}
-
 }  // namespace
 
 void start_pop3_session(net::tcp::socket socket, const listener_config& listener, runtime rt,
@@ -611,9 +557,7 @@ void start_pop3_session(net::tcp::socket socket, const listener_config& listener
                         auth::lockout_table& lockouts) {
   auto* stats = rt.stats;
   auto session = std::make_unique<pop3_session>(listener, std::move(rt), peer, std::move(client_key), lockouts);
-  const auto executor = socket.get_executor();
-  asio::co_spawn(executor, serve_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats),
-                 asio::detached);
+  spawn_admitted(std::move(session), std::move(socket), std::move(slot), listener, stats);
 }
 
 }  // namespace smtpguard::session
