@@ -449,6 +449,10 @@ class pop3_session {
         .add("listener", listener_.name)
         .add("user", user)
         .add("mechanism", mechanism);
+    // As for SMTP AUTH, guessing is slowed here, whatever the backend does
+    // (qpopper, say, answers at once). The -ERR waits in the output buffer.
+    asio::steady_timer delay(co_await asio::this_coro::executor, settings_.auth.failure_delay);
+    co_await delay.async_wait(net::as_result);
     if (++failures_ >= settings_.auth.max_failures) {
       const outcome ended = co_await last_words(io, replies::too_many_failures);
       co_return ended;

@@ -52,9 +52,9 @@ def start_guard(smtpguard_factory, backend_address, relay_ttl=None, auth=None):
     """smtpguard with both POP3 listeners (guard.pop3s_port, guard.pop3_port)
     relaying to backend_address."""
     pop3s_port, pop3_port = free_port(), free_port()
-    config = {"pop3": pop3_section(backend_address, pop3s_port, pop3_port, relay_ttl)}
-    if auth:
-        config["auth"] = auth
+    config = {"pop3": pop3_section(backend_address, pop3s_port, pop3_port, relay_ttl),
+              # No pause before each -ERR unless a test asks for one.
+              "auth": {"failure_delay_ms": 0, **(auth or {})}}
     guard = smtpguard_factory(config=config)
     # The harness waits for the SMTP and metrics ports only.
     assert wait_for_ports([pop3s_port, pop3_port], guard.proc, START_TIMEOUT), \
@@ -678,3 +678,27 @@ def test_backend_down(smtpguard_factory):
         assert wire.greeting.startswith(b"-ERR [SYS/TEMP]"), wire.greeting
         assert wire.lines_until_closed() == [], "more after -ERR [SYS/TEMP]"
     guard.assert_alive()
+
+
+def test_a_failed_login_is_answered_after_the_failure_delay(smtpguard_factory, dovecot, recorder):
+    def timed(guard, password):
+        with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+            assert wire.cmd("USER bob").startswith(b"+OK")
+            started = time.monotonic()
+            reply = wire.cmd(f"PASS {password}")
+            return reply, time.monotonic() - started
+
+    backend = f"{HOST}:{dovecot.port}"
+    slow = start_guard(smtpguard_factory, backend, auth={"failure_delay_ms": 1500})
+    quick = start_guard(smtpguard_factory, backend)
+    reply, slow_failure = timed(slow, "not-the-password")
+    assert reply.startswith(b"-ERR"), reply
+    reply, quick_failure = timed(quick, "not-the-password")
+    assert reply.startswith(b"-ERR"), reply
+    # smtpguard's pause starts once Dovecot has answered (after a pause of
+    # its own, up to about half a second): a floor, whatever Dovecot took.
+    assert slow_failure >= 1.5, (slow_failure, quick_failure)
+    assert quick_failure < 1.5, (slow_failure, quick_failure)
+    reply, success = timed(slow, BOB[1])
+    assert reply.startswith(b"+OK"), reply
+    assert success < 1.0, success
