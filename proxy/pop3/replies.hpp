@@ -22,6 +22,8 @@ inline constexpr std::string_view backend_unavailable =
     "-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n";
 inline constexpr std::string_view timeout = "-ERR Disconnected for inactivity\r\n";
 inline constexpr std::string_view shutting_down = "-ERR [SYS/TEMP] Server shutting down\r\n";
+inline constexpr std::string_view address_locked_out =
+    "-ERR [SYS/TEMP] Too many failed logins from your address, try again later\r\n";
 inline constexpr std::string_view too_many_connections =
     "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
 

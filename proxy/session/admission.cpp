@@ -132,9 +132,11 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
           .add("reason", refused);
       // A plaintext reply would be garbage to a client expecting a TLS handshake.
       if (listener.tls != tls_mode::implicit) {
-        const std::string_view text = listener.protocol == listener_protocol::pop3
-                                          ? pop3::replies::too_many_connections
-                                          : replies::too_many_connections;
+        const bool pop3 = listener.protocol == listener_protocol::pop3;
+        const bool lockout = refused == "lockout";
+        const std::string_view text = pop3 ? (lockout ? pop3::replies::address_locked_out
+                                                      : pop3::replies::too_many_connections)
+                                           : (lockout ? replies::address_locked_out : replies::too_many_connections);
         co_await net::with_timeout(asio::async_write(socket, asio::buffer(text), net::as_result),
                                    last_words_timeout);
         socket.shutdown(net::tcp::socket::shutdown_send, ignored);

@@ -389,6 +389,48 @@ class pop3_session {
     co_return std::nullopt;
   }
 
+  /// The client's responses to the backend's SASL challenges, relayed one
+  /// for one until `answer` is no longer a continuation. `user` is taken from
+  /// the first response when the AUTH command had none; `cancelled` is set
+  /// when the client or the front gave up. An outcome when the session ends.
+  template <typename Stream>
+  net::awaitable<std::optional<outcome>> relay_sasl(net::line_io<Stream>& io, backend_answer& answer,
+                                                    std::string& user, const std::string& mechanism,
+                                                    bool& cancelled) {
+    while (answer.status == pop3::status::continuation) {
+      io.queue(answer.line + "\r\n");
+      smtp::framed_line response;
+      const auto status = co_await read_command(io, response);
+      if (status == net::read_status::timeout) {
+        const outcome ended = co_await last_words(io, replies::timeout);
+        co_return ended;
+      }
+      if (status != net::read_status::line && status != net::read_status::too_long) co_return outcome::closed;
+      // RFC 5034 section 4: "*" cancels; so does a line the front cannot pass on.
+      const bool usable = status == net::read_status::line && !response.has_nul && !response.has_bare_cr;
+      cancelled = !usable || response.text == "*";
+      // Without an initial response, the first one names the user (PLAIN,
+      // LOGIN, ...): a locked user's exchange is cancelled before the backend
+      // sees a password.
+      if (usable && !cancelled && user.empty()) {
+        user = sasl::claimed_user(mechanism, response.text);
+        const auto locked = co_await shared_.locked(client_key_, user);
+        if (locked != auth::lockout_scope::none) {
+          const std::string cancel = "*";
+          answer = co_await backend_command(cancel);  // its -ERR is not the client's business
+          rt_.stats->auth_lockout(locked == auth::lockout_scope::ip ? "ip" : "user");
+          const outcome ended = co_await last_words(io, replies::locked_out);
+          co_return ended;
+        }
+      }
+      const std::string text = usable ? std::string(response.text) : std::string("*");
+      answer = co_await backend_command(text);
+      if (!usable && answer.status == pop3::status::err)
+        answer.line = std::string(replies::line_too_long.substr(0, replies::line_too_long.size() - 2));
+    }
+    co_return std::nullopt;
+  }
+
   /// PASS, APOP or an AUTH exchange, relayed step by step; the backend's
   /// final +OK is a login. Sets logged_in_ on success.
   template <typename Stream>
@@ -402,24 +444,9 @@ class pop3_session {
     }
     backend_answer answer = co_await backend_command(line);
     bool cancelled = false;
-    while (sasl && answer.status == pop3::status::continuation) {
-      io.queue(answer.line + "\r\n");
-      smtp::framed_line response;
-      const auto status = co_await read_command(io, response);
-      if (status == net::read_status::timeout) {
-        const outcome ended = co_await last_words(io, replies::timeout);
-        co_return ended;
-      }
-      if (status != net::read_status::line && status != net::read_status::too_long) co_return outcome::closed;
-      // RFC 5034 section 4: "*" cancels; so does a line the front cannot pass on.
-      const bool usable = status == net::read_status::line && !response.has_nul && !response.has_bare_cr;
-      cancelled = !usable || response.text == "*";
-      // Without an initial response, the first one names the user (PLAIN, LOGIN, ...).
-      if (usable && user.empty()) user = sasl::claimed_user(mechanism, response.text);
-      const std::string text = usable ? std::string(response.text) : std::string("*");
-      answer = co_await backend_command(text);
-      if (!usable && answer.status == pop3::status::err)
-        answer.line = std::string(replies::line_too_long.substr(0, replies::line_too_long.size() - 2));
+    if (sasl) {
+      const auto ended = co_await relay_sasl(io, answer, user, mechanism, cancelled);
+      if (ended) co_return *ended;
     }
     if (answer.status != pop3::status::ok && answer.status != pop3::status::err) {
       const outcome ended = co_await backend_failed(io, answer);

@@ -80,6 +80,8 @@ inline constexpr std::string_view backend_bad_reply =
 // Session.
 inline constexpr std::string_view timeout = "421 4.4.2 Timeout, closing connection\r\n";
 inline constexpr std::string_view too_many_connections = "421 4.7.0 Too many connections, try again later\r\n";
+inline constexpr std::string_view address_locked_out =
+    "421 4.7.0 Too many failed logins from your address, try again later\r\n";
 // RFC 5321 4.3.1: the client must wait for the greeting.
 inline constexpr std::string_view talked_before_greeting =
     "554 5.5.0 Protocol error: talking before the greeting\r\n";

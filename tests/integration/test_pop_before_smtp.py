@@ -23,7 +23,7 @@ import pytest
 
 import harness
 from dovecot_instance import USERS as POP_USERS
-from harness import (CLIENT_NAME, HOST, HOSTNAME, IO_TIMEOUT, START_TIMEOUT, free_port,
+from harness import (CLIENT_NAME, HOST, HOSTNAME, IO_TIMEOUT, START_TIMEOUT, SmtpWire, free_port,
                      metric_value, read_text, wait_for_ports, wait_until)
 
 ALICE = ("alice", POP_USERS["alice"])
@@ -702,3 +702,55 @@ def test_a_failed_login_is_answered_after_the_failure_delay(smtpguard_factory, d
     reply, success = timed(slow, BOB[1])
     assert reply.startswith(b"+OK"), reply
     assert success < 1.0, success
+
+
+def test_failed_logins_lock_the_address_out_of_pop3_and_smtp(smtpguard_factory, dovecot, recorder):
+    guard = start_guard(smtpguard_factory, f"{HOST}:{dovecot.port}",
+                        auth={"max_failures": 10, "lockout": {"ip_failures": 2, "user_failures": 0}})
+    with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+        assert fail_login(wire, "pass").startswith(b"-ERR")
+        assert fail_login(wire, "apop").startswith(b"-ERR")
+        # The budget is spent: the next login does not reach Dovecot.
+        reply = login_user_pass(wire, *BOB)
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        assert wire.lines_until_closed() == []
+    # New connections are refused before they are served: in plaintext on
+    # the STLS listener, and by a close on POP3S (a line would be garbage to
+    # a client expecting a TLS handshake).
+    with PopWire.connect(guard.pop3_port) as wire:
+        assert wire.greeting == b"-ERR [SYS/TEMP] Too many failed logins from your address, try again later"
+        assert wire.lines_until_closed() == []
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        PopWire.connect(guard.pop3s_port, guard.tls_context()).close()
+    # The budget is the one SMTP AUTH spends too.
+    with SmtpWire.connect(guard.starttls_port) as smtp:
+        reply = smtp.read_reply()
+    assert (reply.code, reply.enhanced) == (421, "4.7.0"), reply
+    assert "failed logins" in reply.text, reply
+    assert logins(guard, "pop3s", "success") == 0
+    assert metric_value(guard.metrics(), "smtpguard_connections_rejected_total", reason="lockout") == 3
+
+
+def test_a_locked_user_is_refused_even_when_named_inside_a_sasl_exchange(smtpguard_factory, dovecot, recorder):
+    guard = start_guard(smtpguard_factory, f"{HOST}:{dovecot.port}",
+                        auth={"max_failures": 10, "lockout": {"ip_failures": 0, "user_failures": 2}})
+    with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+        for _ in range(2):
+            reply = wire.cmd(f"AUTH PLAIN {b64(chr(0) + 'bob' + chr(0) + 'not-the-password')}")
+            assert reply.startswith(b"-ERR"), reply
+    with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+        reply = login_user_pass(wire, *BOB)
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+    # Without an initial response the user is known only from the first
+    # response, which carries the (right) password: it never reaches Dovecot.
+    with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+        assert wire.cmd("AUTH PLAIN").startswith(b"+"), "AUTH PLAIN without an initial response"
+        reply = wire.cmd(b64(chr(0) + BOB[0] + chr(0) + BOB[1]))
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        assert wire.lines_until_closed() == []
+    assert logins(guard, "pop3s", "success") == 0
+    assert metric_value(guard.metrics(), "smtpguard_auth_lockouts_total", scope="user") >= 2
+    # Other users are not affected.
+    with PopWire.connect(guard.pop3s_port, guard.tls_context()) as wire:
+        assert login_user_pass(wire, *ALICE).startswith(b"+OK")
+    assert_relays(guard, recorder)
