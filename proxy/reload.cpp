@@ -74,6 +74,9 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
            s.password + "|" + std::to_string(s.database);
   };
   if (shared_text(next) != shared_text(running)) waiting.push_back("shared_state");
+  // Each I/O thread's resolver is made with them at start.
+  if (next.relay.dns_servers != running.relay.dns_servers || next.relay.dnsbl_timeout != running.relay.dnsbl_timeout)
+    waiting.push_back("relay.dnsbl.servers/timeout_ms");
   next.listeners = running.listeners;
   next.pop3.listeners = running.pop3.listeners;
   next.threads = running.threads;
@@ -87,6 +90,8 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
   next.shared_state.password_file = running.shared_state.password_file;
   next.shared_state.password = running.shared_state.password;
   next.shared_state.database = running.shared_state.database;
+  next.relay.dns_servers = running.relay.dns_servers;
+  next.relay.dnsbl_timeout = running.relay.dnsbl_timeout;
   return waiting;
 }
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
@@ -127,3 +128,21 @@ def test_bad_dnsbl_settings_are_named(smtpguard_factory, binary, name_server, tm
         proc = subprocess.run([binary, "--check-config", "--config", str(bad)], capture_output=True, text=True,
                               timeout=30)
         assert proc.returncode != 0 and path in proc.stderr, (key, proc.stderr)
+
+
+def test_a_reload_keeps_the_running_name_servers_and_says_so(smtpguard_factory, name_server, recorder):
+    guard = guard_with(smtpguard_factory, name_server)
+    config = json.loads(open(guard.config_path).read())
+    config["reload_check_interval"] = 0
+    config["relay"]["dnsbl"]["servers"] = [f"{HOST}:{free_port()}"]
+    config["relay"]["dnsbl"]["timeout_ms"] = 150
+    with open(guard.config_path + ".new", "w") as f:
+        json.dump(config, f)
+    os.replace(guard.config_path + ".new", guard.config_path)
+    guard.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: re.search(r"event=warning .*keys=\S*relay\.dnsbl\.servers/timeout_ms",
+                                        read_text(guard.stderr_path)), timeout=10), read_text(guard.stderr_path)
+    # Still asked of the name server it started with, which lists this client.
+    code, reply = deliver(guard, LISTED)
+    assert code == 554 and b"blocked using bl.test" in reply, (code, reply)
+    recorder.expect_exactly(0)
