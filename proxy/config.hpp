@@ -139,6 +139,12 @@ struct limits_config {
   std::size_t max_connections = 1000;        ///< open client connections, all listeners and threads
   std::size_t max_connections_per_ip = 20;   ///< per IPv4 address or IPv6 /64
   std::size_t max_tls_handshakes = 64;       ///< in progress at once, per thread; more wait their turn
+  /// Messages the backend accepted from one user (AUTH or certificate) within
+  /// message_window, after which MAIL is refused for a window; 0: no limit.
+  int max_messages_per_user = 0;
+  /// The same per client address (IPv4, or IPv6 /64), relay.trusted_networks excepted; 0: no limit.
+  int max_messages_per_ip = 0;
+  std::chrono::seconds message_window{3600};
 };
 
 struct timeouts_config {

@@ -35,11 +35,13 @@ constexpr auto proxy_header_timeout = std::chrono::seconds(10);
 struct shared_guards {
   net::connection_limits connections;
   auth::lockout_table lockouts;
+  auth::lockout_table message_counts;
 };
 
 shared_guards& guards_for(const config& settings) {
   static shared_guards instance{{settings.limits.max_connections, settings.limits.max_connections_per_ip},
-                                auth::lockout_table(settings.auth.lockout)};
+                                auth::lockout_table(settings.auth.lockout),
+                                auth::lockout_table(message_budgets(settings))};
   return instance;
 }
 
@@ -87,6 +89,7 @@ void reconfigure_shared_limits(const config& settings) {
   auto& guards = guards_for(settings);
   guards.connections.set_limits(settings.limits.max_connections, settings.limits.max_connections_per_ip);
   guards.lockouts.set_settings(settings.auth.lockout);
+  guards.message_counts.set_settings(message_budgets(settings));
 }
 
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt) {
@@ -147,9 +150,12 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
     if (listener.protocol == listener_protocol::pop3)
       start_pop3_session(std::move(socket), listener, std::move(rt), peer, std::move(key), std::move(slot),
                          guards.lockouts);
-    else
+    else {
+      const auto& limits = rt.settings->limits;
+      if (limits.max_messages_per_user > 0 || limits.max_messages_per_ip > 0) rt.message_counts = &guards.message_counts;
       start_client_session(std::move(socket), listener, std::move(rt), peer, local, std::move(key),
                            std::move(slot), guards.lockouts);
+    }
   } catch (const std::exception& e) {
     log::event("session_error").add("listener", listener.name).add("error", e.what());
   }

@@ -639,7 +639,8 @@ class client_session final : public net::reply_observer {
   transaction& relay() {
     if (!transaction_)
       transaction_ = std::make_unique<transaction>(
-          session_view{settings_, rt_, id_, peer_ip_, state_, policy_, dnsbl_.get(), command_label_, errors_});
+          session_view{settings_, rt_, id_, peer_ip_, client_key_, trusted_network_, state_, policy_,
+                                    dnsbl_.get(), command_label_, errors_});
     return *transaction_;
   }
 

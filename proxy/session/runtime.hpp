@@ -4,6 +4,7 @@
 #include <asio/ssl/context.hpp>
 #include <memory>
 
+#include "auth/lockout.hpp"
 #include "auth/relay_grants.hpp"
 #include "auth/user_db.hpp"
 #include "config.hpp"
@@ -31,6 +32,8 @@ struct runtime {
   net::dns_resolver* dns = nullptr;       ///< the session's thread's DNS lookups; null: no mx listener
   auth::relay_grants* pop_grants = nullptr;  ///< POP-before-SMTP's addresses; null: no POP3 front
   net::redis_client* redis = nullptr;        ///< the session's thread's Redis; null: nothing shared
+  /// Messages accepted per user and per address (limits.max_messages_*), process-wide; null: no limits.
+  auth::lockout_table* message_counts = nullptr;
 };
 
 }  // namespace smtpguard::session

@@ -46,7 +46,7 @@ void report_unavailable(metrics* stats, const net::redis_reply* error) {
   if (!last_said.compare_exchange_strong(said, now)) return;
   log::event("shared_state_unavailable")
       .add("error", error != nullptr ? error->text : std::string("no answer"))
-      .add("effect", "lockouts and POP-before-SMTP grants are this replica's own until Redis answers");
+      .add("effect", "lockouts, message limits and POP-before-SMTP grants are this replica's own until Redis answers");
 }
 
 // The reply, unless Redis did not answer or answered with an error.
@@ -62,6 +62,16 @@ std::string milliseconds(std::chrono::seconds s) {
 
 }  // namespace
 
+auth::lockout_settings message_budgets(const config& settings) {
+  auth::lockout_settings budgets;
+  budgets.ip_failures = settings.limits.max_messages_per_ip;
+  budgets.user_failures = settings.limits.max_messages_per_user;
+  budgets.window = settings.limits.message_window;
+  budgets.lockout = settings.limits.message_window;
+  budgets.max_tracked = settings.auth.lockout.max_tracked;
+  return budgets;
+}
+
 std::string shared_state::key(std::string_view kind, std::string_view name) const {
   std::string out = rt_.settings->shared_state.key_prefix;
   out += kind;
@@ -73,17 +83,16 @@ std::string shared_state::key(std::string_view kind, std::string_view name) cons
 net::awaitable<bool> shared_state::ip_locked(std::string ip_key) {
   if (lockouts_.ip_locked(ip_key, steady_clock::now())) co_return true;
   if (rt_.redis == nullptr) co_return false;
-  std::vector<std::string> command{"EXISTS", key("lock:ip", ip_key)};
+  std::vector<std::string> command{"EXISTS", key(std::string(failure_keys.locked) + ":ip", ip_key)};
   const auto reply = co_await rt_.redis->call(std::move(command));
   const net::redis_reply* answer = usable(reply, rt_.stats);
   co_return answer != nullptr && answer->kind == reply_type::integer && answer->integer > 0;
 }
 
-net::awaitable<auth::lockout_scope> shared_state::locked(std::string ip_key, std::string user) {
-  const auto local = lockouts_.is_locked(ip_key, user, steady_clock::now());
-  if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
-  std::vector<std::string> command{"MGET", key("lock:ip", ip_key)};
-  if (!user.empty()) command.push_back(key("lock:user", user));
+net::awaitable<auth::lockout_scope> shared_state::remote_locked(const budget_keys& names, std::string ip_key,
+                                                                std::string user) {
+  std::vector<std::string> command{"MGET", key(std::string(names.locked) + ":ip", ip_key)};
+  if (!user.empty()) command.push_back(key(std::string(names.locked) + ":user", user));
   const auto reply = co_await rt_.redis->call(std::move(command));
   const net::redis_reply* answer = usable(reply, rt_.stats);
   if (answer == nullptr || answer->kind != reply_type::array) co_return auth::lockout_scope::none;
@@ -93,13 +102,15 @@ net::awaitable<auth::lockout_scope> shared_state::locked(std::string ip_key, std
   co_return auth::lockout_scope::none;
 }
 
-net::awaitable<void> shared_state::count_remote_failure(const std::string& ip_key, const std::string& user) {
-  const auth::lockout_settings& budgets = rt_.settings->auth.lockout;
+net::awaitable<void> shared_state::count_remote(const budget_keys& names, const auth::lockout_settings& budgets,
+                                                const std::string& ip_key, const std::string& user) {
+  const std::string counted(names.counted);
+  const std::string locked(names.locked);
   std::vector<std::string> command{"EVAL", std::string(failure_script), user.empty() ? "2" : "4",
-                                   key("failures:ip", ip_key), key("lock:ip", ip_key)};
+                                   key(counted + ":ip", ip_key), key(locked + ":ip", ip_key)};
   if (!user.empty()) {
-    command.push_back(key("failures:user", user));
-    command.push_back(key("lock:user", user));
+    command.push_back(key(counted + ":user", user));
+    command.push_back(key(locked + ":user", user));
   }
   command.push_back(milliseconds(budgets.window));
   command.push_back(milliseconds(budgets.lockout));
@@ -109,13 +120,37 @@ net::awaitable<void> shared_state::count_remote_failure(const std::string& ip_ke
   usable(reply, rt_.stats);
 }
 
+net::awaitable<auth::lockout_scope> shared_state::locked(std::string ip_key, std::string user) {
+  const auto local = lockouts_.is_locked(ip_key, user, steady_clock::now());
+  if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
+  const auto remote = co_await remote_locked(failure_keys, std::move(ip_key), std::move(user));
+  co_return remote;
+}
+
 net::awaitable<auth::lockout_scope> shared_state::record_failure(std::string ip_key, std::string user) {
   lockouts_.record_failure(ip_key, user, steady_clock::now());
   if (rt_.redis != nullptr) {
-    co_await count_remote_failure(ip_key, user);
+    co_await count_remote(failure_keys, rt_.settings->auth.lockout, ip_key, user);
   }
   const auto scope = co_await locked(std::move(ip_key), std::move(user));
   co_return scope;
+}
+
+net::awaitable<auth::lockout_scope> shared_state::message_limited(std::string ip_key, std::string user) {
+  if (rt_.message_counts == nullptr) co_return auth::lockout_scope::none;
+  const auto local = rt_.message_counts->is_locked(ip_key, user, steady_clock::now());
+  if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
+  const auto remote = co_await remote_locked(message_keys, std::move(ip_key), std::move(user));
+  co_return remote;
+}
+
+net::awaitable<void> shared_state::count_message(std::string ip_key, std::string user) {
+  if (rt_.message_counts == nullptr) co_return;
+  rt_.message_counts->record_failure(ip_key, user, steady_clock::now());
+  if (rt_.redis != nullptr) {
+    const auth::lockout_settings budgets = message_budgets(*rt_.settings);
+    co_await count_remote(message_keys, budgets, ip_key, user);
+  }
 }
 
 net::awaitable<bool> shared_state::relay_granted(std::string address) {

@@ -1,18 +1,24 @@
 #pragma once
 // What replicas behind one load balancer must share (SPEC section 9): the
-// AUTH failure budgets and the POP-before-SMTP grants. Always kept in this
+// AUTH failure budgets, the message budgets and the POP-before-SMTP grants. Always kept in this
 // process's tables; with shared_state.redis also in Redis, so that a client
 // cannot spread its guesses over replicas, and a POP3 login on one replica
 // lets the client relay through any. Redis that fails or is slow costs only
 // the sharing: the local tables still decide.
 #include <chrono>
 #include <string>
+#include <string_view>
 
 #include "auth/lockout.hpp"
 #include "net/asio_fwd.hpp"
 #include "session/runtime.hpp"
 
 namespace smtpguard::session {
+
+/// limits.max_messages_* as budgets, kept like AUTH failures: each accepted
+/// message counts one; a budget spent within the window is "locked" for a
+/// window from then.
+auth::lockout_settings message_budgets(const config& settings);
 
 class shared_state {
  public:
@@ -26,12 +32,28 @@ class shared_state {
   /// Counts one failed login; the scope this failure (or an earlier one) locked.
   net::awaitable<auth::lockout_scope> record_failure(std::string ip_key, std::string user);
 
+  /// The address's or the user's message budget (limits.max_messages_*)
+  /// is spent, here or on another replica (empty user: only the address).
+  net::awaitable<auth::lockout_scope> message_limited(std::string ip_key, std::string user);
+  /// Counts one message the backend accepted.
+  net::awaitable<void> count_message(std::string ip_key, std::string user);
+
   /// `address` logged in to POP3 lately (exact address, unmapped).
   net::awaitable<bool> relay_granted(std::string address);
   net::awaitable<void> grant_relay(std::string address, std::chrono::seconds ttl);
 
  private:
-  net::awaitable<void> count_remote_failure(const std::string& ip_key, const std::string& user);
+  // Two kinds of budget are kept alike in Redis: AUTH failures and
+  // accepted messages, each a counter and a lock per address and per user.
+  struct budget_keys {
+    std::string_view counted;
+    std::string_view locked;
+  };
+  static constexpr budget_keys failure_keys{"failures", "lock"};
+  static constexpr budget_keys message_keys{"sent", "message_limit"};
+  net::awaitable<auth::lockout_scope> remote_locked(const budget_keys& names, std::string ip_key, std::string user);
+  net::awaitable<void> count_remote(const budget_keys& names, const auth::lockout_settings& budgets,
+                                    const std::string& ip_key, const std::string& user);
   std::string key(std::string_view kind, std::string_view name) const;
 
   const runtime& rt_;

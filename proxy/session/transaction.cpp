@@ -11,6 +11,7 @@
 #include "session/backend_monitor.hpp"
 #include "session/backend_pool.hpp"
 #include "session/message_body.hpp"
+#include "session/shared_state.hpp"
 #include "smtp/capabilities.hpp"
 #include "smtp/data_pace.hpp"
 #include "smtp/data_reframer.hpp"
@@ -183,6 +184,27 @@ std::optional<transaction::local_refusal> transaction::check_mail(smtp::path_arg
   return std::nullopt;
 }
 
+net::awaitable<bool> transaction::out_of_messages() {
+  if (session_.rt.message_counts == nullptr || session_.trusted_network) co_return false;
+  const std::string user = session_.state.authenticated ? session_.state.user : std::string();
+  shared_state shared(session_.rt, *session_.rt.message_counts);
+  const auto scope = co_await shared.message_limited(session_.client_key, user);
+  if (scope == auth::lockout_scope::none) co_return false;
+  log::event("message_rate_limited")
+      .add("session", session_.id)
+      .add("client", session_.client_ip)
+      .add("user", user)
+      .add("scope", scope == auth::lockout_scope::ip ? "ip" : "user");
+  co_return true;
+}
+
+net::awaitable<void> transaction::count_message() {
+  if (session_.rt.message_counts == nullptr || session_.trusted_network) co_return;
+  const std::string user = session_.state.authenticated ? session_.state.user : std::string();
+  shared_state shared(session_.rt, *session_.rt.message_counts);
+  co_await shared.count_message(session_.client_key, user);
+}
+
 template <typename Stream>
 net::awaitable<void> transaction::mail(net::line_io<Stream>& io, const smtp::command& cmd,
                                        const smtp::client_identity& client) {
@@ -195,6 +217,12 @@ net::awaitable<void> transaction::mail(net::line_io<Stream>& io, const smtp::com
   const bool smtputf8 = smtp::has_parameter(*path, "SMTPUTF8");
   if (const auto refusal = check_mail(*path, smtputf8)) {
     co_await refuse_in_order(io, *refusal);
+    co_return;
+  }
+  const bool spent = co_await out_of_messages();
+  if (spent) {
+    const local_refusal refusal{replies::message_rate_limited};
+    co_await refuse_in_order(io, refusal);
     co_return;
   }
   // A kept connection that the backend gave up on just as it was taken
@@ -483,6 +511,9 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
       queue_id = smtp::queue_id(*answer);
       relay_reply(io, *answer);
       ++messages_;
+      if (reply_class == 2) {
+        co_await count_message();
+      }
     }
   }
   const auto elapsed =

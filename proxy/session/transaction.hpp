@@ -31,6 +31,8 @@ struct session_view {
   const runtime& rt;
   const std::string& id;
   const std::string& client_ip;
+  const std::string& client_key;  ///< what per-address budgets count by
+  bool trusted_network;           ///< in relay.trusted_networks: no message budget applies
   smtp::dialogue_state& state;    ///< in_transaction, recipients and smtputf8 are kept here
   const smtp::dialogue_policy& policy;
   /// The blocklists' verdict on an MX client that is not authorized; null: none asked.
@@ -92,6 +94,10 @@ class transaction {
   void drop_backend() noexcept;
   /// `smtputf8`: the MAIL carries SMTPUTF8.
   std::optional<local_refusal> check_mail(smtp::path_argument& path, bool smtputf8);
+  /// The user's or the address's message budget (limits.max_messages_*) is spent.
+  net::awaitable<bool> out_of_messages();
+  /// Counts a message the backend accepted against those budgets.
+  net::awaitable<void> count_message();
   void mail_accepted(const std::string& sender, bool smtputf8);
   void forget_transaction() noexcept;
 

@@ -80,6 +80,8 @@ inline constexpr std::string_view backend_bad_reply =
 // Session.
 inline constexpr std::string_view timeout = "421 4.4.2 Timeout, closing connection\r\n";
 inline constexpr std::string_view too_many_connections = "421 4.7.0 Too many connections, try again later\r\n";
+inline constexpr std::string_view message_rate_limited =
+    "450 4.7.1 Too many messages, try again later\r\n";
 inline constexpr std::string_view address_locked_out =
     "421 4.7.0 Too many failed logins from your address, try again later\r\n";
 // RFC 5321 4.3.1: the client must wait for the greeting.
@@ -120,6 +122,7 @@ constexpr std::string_view rejection_reason(std::string_view reply) noexcept {
       {too_many_errors, "error_limit"},
       {auth_too_many_failures, "auth_failures"},
       {talked_before_greeting, "pregreet"},
+      {message_rate_limited, "message_rate"},
   };
   for (const auto& e : table) {
     if (e.reply == reply) return e.reason;

@@ -172,8 +172,10 @@ class SmtpWire:
         self.sock.settimeout(timeout)
 
     @classmethod
-    def connect(cls, port, tls_context=None, server_hostname=HOSTNAME, timeout=IO_TIMEOUT):
-        sock = socket.create_connection((HOST, port), timeout=timeout)
+    def connect(cls, port, tls_context=None, server_hostname=HOSTNAME, timeout=IO_TIMEOUT, source_ip=None):
+        """`source_ip`: the client's end binds this loopback address (127.0.0.5, say)."""
+        source = (source_ip, 0) if source_ip else None
+        sock = socket.create_connection((HOST, port), timeout=timeout, source_address=source)
         if tls_context is not None:
             try:
                 sock = tls_context.wrap_socket(sock, server_hostname=server_hostname)

@@ -272,3 +272,30 @@ def test_a_changed_redis_password_waits_for_a_restart(smtpguard_factory, locked_
     assert failed_auth(guard, "alice").code == 535
     assert locked_redis.cli("GET", "smtpguard:failures:ip:127.0.0.1") == "2"
     assert metric_value(guard.metrics(), "smtpguard_shared_state_errors_total") == 0
+
+
+def test_a_users_message_budget_is_shared_by_the_replicas(smtpguard_factory, redis, recorder):
+    limits = {"max_messages_per_user": 2}
+    first = replica(smtpguard_factory, redis.port, extra={"limits": limits})
+    second = replica(smtpguard_factory, redis.port, extra={"limits": limits})
+
+    def send(guard, subject):
+        with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
+            wire.read_reply()
+            wire.ehlo()
+            wire.login("alice")
+            reply = wire.cmd("MAIL FROM:<alice@example.test>")
+            if reply.code != 250:
+                return reply
+            assert wire.cmd("RCPT TO:<bob@example.test>").code == 250
+            assert wire.cmd("DATA").code == 354
+            return wire.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.".encode())
+
+    assert send(first, "one").code == 250
+    assert send(second, "two").code == 250
+    # Each replica has seen one message: only Redis knows the budget is spent.
+    for guard in (first, second):
+        reply = send(guard, "over")
+        assert (reply.code, reply.enhanced) == (450, "4.7.1"), reply
+    recorder.expect_exactly(2)
+    assert redis.cli("EXISTS", "smtpguard:message_limit:user:alice") == "1"

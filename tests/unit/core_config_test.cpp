@@ -138,6 +138,9 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_EQ(c.limits.max_recipients, 100);
   EXPECT_EQ(c.limits.max_command_line, 512u);
   EXPECT_EQ(c.limits.max_tls_handshakes, 64u);
+  EXPECT_EQ(c.limits.max_messages_per_user, 0);
+  EXPECT_EQ(c.limits.max_messages_per_ip, 0);
+  EXPECT_EQ(c.limits.message_window, std::chrono::seconds(3600));
   EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
   EXPECT_EQ(c.timeouts.backend_program_exit, std::chrono::seconds(30));
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::reject);
@@ -168,6 +171,9 @@ TEST_F(core_config, explicit_values) {
       set("/backend/reuse_max_idle", 4),
       set("/limits/max_recipients", 5),
       set("/limits/max_tls_handshakes", 8),
+      set("/limits/max_messages_per_user", 200),
+      set("/limits/max_messages_per_ip", 500),
+      set("/limits/message_window_seconds", 86400),
       set("/timeouts/data_end", 600),
       set("/smtp/bare_line_endings", "normalize"),
       set("/metrics/address", "[::1]:9465"),
@@ -199,6 +205,9 @@ TEST_F(core_config, explicit_values) {
   EXPECT_EQ(c.backend.reuse_max_idle, 4u);
   EXPECT_EQ(c.limits.max_recipients, 5);
   EXPECT_EQ(c.limits.max_tls_handshakes, 8u);
+  EXPECT_EQ(c.limits.max_messages_per_user, 200);
+  EXPECT_EQ(c.limits.max_messages_per_ip, 500);
+  EXPECT_EQ(c.limits.message_window, std::chrono::seconds(86400));
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::normalize);
   ASSERT_TRUE(c.metrics.address.has_value());
   EXPECT_EQ(c.metrics.address->host, "::1");
@@ -330,6 +339,9 @@ TEST_F(core_config, invalid_values) {
       {{set("/backend/reuse_lifetime", 0)}, "backend.reuse_lifetime"},
       {{set("/backend/reuse_max_idle", 0)}, "backend.reuse_max_idle"},
       {{set("/limits/max_tls_handshakes", 0)}, "limits.max_tls_handshakes"},
+      {{set("/limits/max_messages_per_user", -1)}, "limits.max_messages_per_user"},
+      {{set("/limits/max_messages_per_ip", "10")}, "limits.max_messages_per_ip"},
+      {{set("/limits/message_window_seconds", 0)}, "limits.message_window_seconds"},
       {{set("/backend/address", json::array())}, "backend.address"},
       {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
       {{set("/backend/address", json::array({"127.0.0.1:25", 25}))}, "backend.address[1]"},
