@@ -72,14 +72,7 @@ class line_io {
   /// Next complete line; flushes queued output first if it has to wait.
   awaitable<read_status> read_line(smtp::framed_line& line, duration limit) {
     for (;;) {
-      switch (framer_.next(line)) {
-        case smtp::frame_status::line:
-          co_return read_status::line;
-        case smtp::frame_status::too_long:
-          co_return read_status::too_long;
-        case smtp::frame_status::need_more:
-          break;
-      }
+      if (const auto framed = buffered_line(line)) co_return *framed;
       const bool flushed = co_await flush(limit);
       if (!flushed) co_return read_status::closed;
       const auto status = co_await read_more(limit);
@@ -97,14 +90,7 @@ class line_io {
                                       bool* idle = nullptr) {
     std::optional<std::chrono::steady_clock::time_point> started;
     for (;;) {
-      switch (framer_.next(line)) {
-        case smtp::frame_status::line:
-          co_return read_status::line;
-        case smtp::frame_status::too_long:
-          co_return read_status::too_long;
-        case smtp::frame_status::need_more:
-          break;
-      }
+      if (const auto framed = buffered_line(line)) co_return *framed;
       const bool flushed = co_await flush(per_read);
       if (!flushed) co_return read_status::closed;
       duration limit = per_read;
@@ -156,6 +142,19 @@ class line_io {
     deadline_.disarm();
     sent_since_read_ = true;
     co_return !error;
+  }
+
+  // A whole line (or one too long) from what is buffered; nullopt: more is needed.
+  std::optional<read_status> buffered_line(smtp::framed_line& line) {
+    switch (framer_.next(line)) {
+      case smtp::frame_status::line:
+        return read_status::line;
+      case smtp::frame_status::too_long:
+        return read_status::too_long;
+      case smtp::frame_status::need_more:
+        break;
+    }
+    return std::nullopt;
   }
 
   awaitable<read_status> read_more(duration limit) {

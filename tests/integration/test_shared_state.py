@@ -81,6 +81,21 @@ def replica(smtpguard_factory, redis_port, auth=None, pop3_backend=None, shared=
     return guard
 
 
+def send_as_alice(guard, subject):
+    """One message over SMTPS as alice: the reply to MAIL when it is
+    refused, else the reply to the final dot."""
+    with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
+        wire.read_reply()
+        wire.ehlo()
+        wire.login("alice")
+        reply = wire.cmd("MAIL FROM:<alice@example.test>")
+        if reply.code != 250:
+            return reply
+        assert wire.cmd("RCPT TO:<bob@example.test>").code == 250
+        assert wire.cmd("DATA").code == 354
+        return wire.cmd(f"Subject: {subject}\r\n\r\n{subject}\r\n.".encode())
+
+
 def failed_auth(guard, user):
     with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
         wire.read_reply()
@@ -154,13 +169,7 @@ def test_without_redis_each_replica_keeps_its_own_records_and_says_so(smtpguard_
     redis.stop()
     guard = replica(smtpguard_factory, port, auth={"lockout": {"ip_failures": 2, "user_failures": 0}})
     # Mail still flows; the local budgets still apply.
-    with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
-        wire.read_reply()
-        wire.ehlo()
-        wire.login("alice")
-        wire.open_data()
-        wire.send(b"Subject: t\r\n\r\nno redis\r\n.\r\n")
-        assert wire.read_reply().code == 250
+    assert send_as_alice(guard, "no redis").code == 250
     assert b"no redis" in recorder.wait_for(1)[-1].content
     for _ in range(2):
         assert failed_auth(guard, "alice").code == 535
@@ -240,13 +249,7 @@ def test_a_refused_redis_password_costs_only_the_sharing_and_is_named(smtpguard_
     secret = tmp_path / "redis.pass"
     secret.write_text("not the password\n")
     guard = replica(smtpguard_factory, locked_redis.port, shared={"username": "guard", "password_file": str(secret)})
-    with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
-        wire.read_reply()
-        wire.ehlo()
-        wire.login("alice")
-        wire.open_data()
-        wire.send(b"Subject: t\r\n\r\nredis said no\r\n.\r\n")
-        assert wire.read_reply().code == 250
+    assert send_as_alice(guard, "redis said no").code == 250
     assert b"redis said no" in recorder.wait_for(1)[-1].content
     assert metric_value(guard.metrics(), "smtpguard_shared_state_errors_total") > 0
     log = read_text(guard.stderr_path)
@@ -278,24 +281,11 @@ def test_a_users_message_budget_is_shared_by_the_replicas(smtpguard_factory, red
     limits = {"max_messages_per_user": 2}
     first = replica(smtpguard_factory, redis.port, extra={"limits": limits})
     second = replica(smtpguard_factory, redis.port, extra={"limits": limits})
-
-    def send(guard, subject):
-        with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
-            wire.read_reply()
-            wire.ehlo()
-            wire.login("alice")
-            reply = wire.cmd("MAIL FROM:<alice@example.test>")
-            if reply.code != 250:
-                return reply
-            assert wire.cmd("RCPT TO:<bob@example.test>").code == 250
-            assert wire.cmd("DATA").code == 354
-            return wire.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.".encode())
-
-    assert send(first, "one").code == 250
-    assert send(second, "two").code == 250
+    assert send_as_alice(first, "one").code == 250
+    assert send_as_alice(second, "two").code == 250
     # Each replica has seen one message: only Redis knows the budget is spent.
     for guard in (first, second):
-        reply = send(guard, "over")
+        reply = send_as_alice(guard, "over")
         assert (reply.code, reply.enhanced) == (450, "4.7.1"), reply
     recorder.expect_exactly(2)
     assert redis.cli("EXISTS", "smtpguard:message_limit:user:alice") == "1"
