@@ -512,6 +512,11 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
       relay_reply(io, *answer);
       ++messages_;
       if (reply_class == 2) {
+        // Counting may cost a round trip to Redis: the client's reply goes first.
+        if (session_.rt.redis != nullptr && session_.rt.message_counts != nullptr) {
+          const bool replied = co_await io.flush(settings.timeouts.command);
+          (void)replied;  // a client gone is found at its next read
+        }
         co_await count_message();
       }
     }

@@ -289,3 +289,26 @@ def test_a_users_message_budget_is_shared_by_the_replicas(smtpguard_factory, red
         assert (reply.code, reply.enhanced) == (450, "4.7.1"), reply
     recorder.expect_exactly(2)
     assert redis.cli("EXISTS", "smtpguard:message_limit:user:alice") == "1"
+
+
+def test_counting_a_message_in_a_slow_redis_does_not_hold_its_reply(smtpguard_factory, recorder):
+    silent = socket.socket()
+    silent.bind((HOST, 0))
+    silent.listen(16)
+    try:
+        guard = replica(smtpguard_factory, silent.getsockname()[1], shared={"timeout_ms": 1500},
+                        extra={"limits": {"max_messages_per_user": 5}})
+        with SmtpWire.connect(guard.implicit_port, guard.tls_context(), timeout=20) as wire:
+            wire.read_reply()
+            wire.ehlo()
+            wire.login("alice")
+            wire.open_data()
+            started = time.monotonic()
+            reply = wire.cmd(b"Subject: t\r\n\r\nslow redis\r\n.")
+            answered = time.monotonic() - started
+        assert reply.code == 250, reply
+        # The count waits out timeout_ms after the reply, not before it.
+        assert answered < 1.0, answered
+        recorder.wait_for(1)
+    finally:
+        silent.close()
