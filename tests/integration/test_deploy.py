@@ -59,7 +59,8 @@ CATALOGUE = {
         "command": {"ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "rset", "noop", "quit", "other"},
         "class": REPLY_CLASSES},
     "smtpguard_rejections_total": {"reason": {"relay_denied", "sender_mismatch", "message_size", "recipients",
-                                              "rate_limit", "smuggling", "line_too_long", "bad_command"}},
+                                              "rate_limit", "smuggling", "line_too_long", "bad_command",
+                                              "message_rate"}},
     "smtpguard_messages_total": {"result": {"accepted", "rejected", "deferred", "failed"}},
     "smtpguard_message_bytes_total": {},
     "smtpguard_recipients_total": {},
@@ -400,8 +401,9 @@ def live(factory, certs, deploy):
     """Runs the workload on two smtpguard processes (cached for the module):
 
     main: text logs, a working backend, client certificates optional, lockout
-          after 2 failures: a TLS handshake failure, messages (accepted and
-          refused), a client certificate, a sender mismatch, a bad command,
+          after 2 failures, one message per user: a TLS handshake failure,
+          messages (accepted and refused, and one over the budget), a client
+          certificate, a sender mismatch, a bad command,
           failed AUTHs with forged user names, a lockout, a refused
           connection, a SIGHUP reload.
     dead: JSON logs, nothing at the backend address: a backend error,
@@ -411,6 +413,7 @@ def live(factory, certs, deploy):
         return _LIVE
     main = factory(config={
         "auth": {"failure_delay_ms": 0, "lockout": {"ip_failures": 2}},
+        "limits": {"max_messages_per_user": 1},
         "tls": {"client_certificates": {"mode": "optional", "ca": os.path.join(certs, "ca.pem")}},
     })
     # A TLS handshake that fails: plaintext on the implicit-TLS port.
@@ -421,15 +424,18 @@ def live(factory, certs, deploy):
                 pass
         except OSError:
             pass
-    # An accepted message, and one the backend refuses.
+    # A message the backend refuses, an accepted one, and then alice's
+    # message budget (1) is spent.
     with main.smtp_ssl() as smtp:
         smtplib_auth(smtp, "PLAIN", *ALICE)
-        assert smtp.sendmail("alice@example.test", ["bob@example.test"],
-                             b"Subject: deploy test\r\n\r\nhello\r\n") == {}
         try:
             smtp.sendmail("alice@example.test", [harness.Recorder.REJECT], b"Subject: x\r\n\r\nx\r\n")
         except smtplib.SMTPRecipientsRefused:
             pass
+        assert smtp.sendmail("alice@example.test", ["bob@example.test"],
+                             b"Subject: deploy test\r\n\r\nhello\r\n") == {}
+        code, _ = smtp.mail("alice@example.test")
+        assert code == 450, f"MAIL past the message budget: expected 450, got {code}"
     # A verified client certificate.
     ctx = main.tls_context()
     ctx.load_cert_chain(main.cert("client-alice.pem"), main.cert("client-alice.key"))
