@@ -524,6 +524,8 @@ void read_limits(const json& v, const std::string& path, limits_config& limits) 
   r.get_int("max_tls_handshakes", limits.max_tls_handshakes, 1, 100000);
   r.get_int("max_messages_per_user", limits.max_messages_per_user, 0, 10000000);
   r.get_int("max_messages_per_ip", limits.max_messages_per_ip, 0, 10000000);
+  r.get_int("max_recipients_per_user", limits.max_recipients_per_user, 0, 100000000);
+  r.get_int("max_recipients_per_ip", limits.max_recipients_per_ip, 0, 100000000);
   r.get_duration("message_window_seconds", limits.message_window, 1, 7 * 86400);
   r.finish();
 }

@@ -144,7 +144,10 @@ struct limits_config {
   int max_messages_per_user = 0;
   /// The same per client address (IPv4, or IPv6 /64), relay.trusted_networks excepted; 0: no limit.
   int max_messages_per_ip = 0;
-  std::chrono::seconds message_window{3600};
+  /// As max_messages_*, counting the recipients of those messages.
+  int max_recipients_per_user = 0;
+  int max_recipients_per_ip = 0;
+  std::chrono::seconds message_window{3600};  ///< of all four budgets
 };
 
 struct timeouts_config {

@@ -20,10 +20,10 @@ void lockout_table::set_settings(lockout_settings settings) {
   if (settings_.max_tracked == 0) settings_.max_tracked = 1;
 }
 
-void lockout_table::record_failure(std::string_view ip_key, std::string_view user, time_point now) {
+void lockout_table::record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight) {
   std::lock_guard lock(mutex_);
-  if (settings_.ip_failures > 0 && !ip_key.empty()) fail(ip_entry(ip_key), settings_.ip_failures, now);
-  if (settings_.user_failures > 0 && !user.empty()) fail(user_entry(user), settings_.user_failures, now);
+  if (settings_.ip_failures > 0 && !ip_key.empty()) fail(ip_entry(ip_key), settings_.ip_failures, now, weight);
+  if (settings_.user_failures > 0 && !user.empty()) fail(user_entry(user), settings_.user_failures, now, weight);
 }
 
 lockout_scope lockout_table::is_locked(std::string_view ip_key, std::string_view user, time_point now) {
@@ -43,7 +43,7 @@ std::size_t lockout_table::tracked() const {
   return entries_.size();
 }
 
-void lockout_table::fail(std::string key, int limit, time_point now) {
+void lockout_table::fail(std::string key, int limit, time_point now, int weight) {
   auto it = entries_.find(key);
   if (it == entries_.end()) {
     // Evicting the least recently failing key bounds memory; a locked key is
@@ -63,7 +63,8 @@ void lockout_table::fail(std::string key, int limit, time_point now) {
     e.window_start = now;
     e.failures = 0;
   }
-  if (++e.failures >= limit) {
+  e.failures += weight;
+  if (e.failures >= limit) {
     e.locked_until = now + settings_.lockout;
     e.window_start = e.locked_until;
     e.failures = 0;

@@ -34,8 +34,9 @@ class lockout_table {
 
   explicit lockout_table(lockout_settings settings);
 
-  /// Counts one failed AUTH from `ip_key` for `user` (empty: no user name known).
-  void record_failure(std::string_view ip_key, std::string_view user, time_point now);
+  /// Counts one failed AUTH from `ip_key` for `user` (empty: no user name
+  /// known); `weight` counts as that many (a message's recipients, say).
+  void record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight = 1);
   /// The address's lockout first, then the user's; none when neither is locked.
   lockout_scope is_locked(std::string_view ip_key, std::string_view user, time_point now);
   /// Only the address (for new connections, before any user name is known).
@@ -54,7 +55,7 @@ class lockout_table {
     std::list<std::string>::iterator age;  // position in lru_
   };
 
-  void fail(std::string key, int limit, time_point now);
+  void fail(std::string key, int limit, time_point now, int weight);
   bool locked(const std::string& key, time_point now) const;
 
   lockout_settings settings_;

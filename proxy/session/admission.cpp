@@ -36,12 +36,14 @@ struct shared_guards {
   net::connection_limits connections;
   auth::lockout_table lockouts;
   auth::lockout_table message_counts;
+  auth::lockout_table recipient_counts;
 };
 
 shared_guards& guards_for(const config& settings) {
   static shared_guards instance{{settings.limits.max_connections, settings.limits.max_connections_per_ip},
                                 auth::lockout_table(settings.auth.lockout),
-                                auth::lockout_table(message_budgets(settings))};
+                                auth::lockout_table(send_budgets(settings, send_budget::messages)),
+                                auth::lockout_table(send_budgets(settings, send_budget::recipients))};
   return instance;
 }
 
@@ -89,7 +91,8 @@ void reconfigure_shared_limits(const config& settings) {
   auto& guards = guards_for(settings);
   guards.connections.set_limits(settings.limits.max_connections, settings.limits.max_connections_per_ip);
   guards.lockouts.set_settings(settings.auth.lockout);
-  guards.message_counts.set_settings(message_budgets(settings));
+  guards.message_counts.set_settings(send_budgets(settings, send_budget::messages));
+  guards.recipient_counts.set_settings(send_budgets(settings, send_budget::recipients));
 }
 
 net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_config& listener, runtime rt) {
@@ -153,6 +156,8 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
     else {
       const auto& limits = rt.settings->limits;
       if (limits.max_messages_per_user > 0 || limits.max_messages_per_ip > 0) rt.message_counts = &guards.message_counts;
+      if (limits.max_recipients_per_user > 0 || limits.max_recipients_per_ip > 0)
+        rt.recipient_counts = &guards.recipient_counts;
       start_client_session(std::move(socket), listener, std::move(rt), peer, local, std::move(key),
                            std::move(slot), guards.lockouts);
     }

@@ -34,6 +34,8 @@ struct runtime {
   net::redis_client* redis = nullptr;        ///< the session's thread's Redis; null: nothing shared
   /// Messages accepted per user and per address (limits.max_messages_*), process-wide; null: no limits.
   auth::lockout_table* message_counts = nullptr;
+  /// Their recipients (limits.max_recipients_*), likewise.
+  auth::lockout_table* recipient_counts = nullptr;
 };
 
 }  // namespace smtpguard::session

@@ -15,15 +15,17 @@ namespace {
 using steady_clock = std::chrono::steady_clock;
 using reply_type = net::redis_reply::type;
 
-// One round trip per failure, as lockout_table counts: a window starts with
-// the first failure; at the limit the lock is set and the count starts
-// afresh. KEYS: failures and lock of the address, then of the user (when
-// there is one); ARGV: window ms, lockout ms, address limit, user limit (0: none).
+// One round trip per failure (or message), as lockout_table counts: a
+// window starts with the first count; at the limit the lock is set and the
+// count starts afresh. KEYS: counter and lock of the address, then of the
+// user (when there is one); ARGV: window ms, lockout ms, address limit, user
+// limit (0: none), weight (1, or a message's recipients).
 constexpr std::string_view failure_script = R"(
 local function count(failures, lock, limit)
   if limit <= 0 then return end
-  local n = redis.call('INCR', failures)
-  if n == 1 then redis.call('PEXPIRE', failures, ARGV[1]) end
+  local weight = tonumber(ARGV[5])
+  local n = redis.call('INCRBY', failures, weight)
+  if n == weight then redis.call('PEXPIRE', failures, ARGV[1]) end
   if n >= limit then
     redis.call('SET', lock, '1', 'PX', ARGV[2])
     redis.call('DEL', failures)
@@ -62,10 +64,11 @@ std::string milliseconds(std::chrono::seconds s) {
 
 }  // namespace
 
-auth::lockout_settings message_budgets(const config& settings) {
+auth::lockout_settings send_budgets(const config& settings, send_budget which) {
+  const bool messages = which == send_budget::messages;
   auth::lockout_settings budgets;
-  budgets.ip_failures = settings.limits.max_messages_per_ip;
-  budgets.user_failures = settings.limits.max_messages_per_user;
+  budgets.ip_failures = messages ? settings.limits.max_messages_per_ip : settings.limits.max_recipients_per_ip;
+  budgets.user_failures = messages ? settings.limits.max_messages_per_user : settings.limits.max_recipients_per_user;
   budgets.window = settings.limits.message_window;
   budgets.lockout = settings.limits.message_window;
   budgets.max_tracked = settings.auth.lockout.max_tracked;
@@ -81,7 +84,7 @@ std::string shared_state::key(std::string_view kind, std::string_view name) cons
 }
 
 net::awaitable<bool> shared_state::ip_locked(std::string ip_key) {
-  if (lockouts_.ip_locked(ip_key, steady_clock::now())) co_return true;
+  if (lockouts_->ip_locked(ip_key, steady_clock::now())) co_return true;
   if (rt_.redis == nullptr) co_return false;
   std::vector<std::string> command{"EXISTS", key(std::string(failure_keys.locked) + ":ip", ip_key)};
   const auto reply = co_await rt_.redis->call(std::move(command));
@@ -103,7 +106,8 @@ net::awaitable<auth::lockout_scope> shared_state::remote_locked(const budget_key
 }
 
 net::awaitable<void> shared_state::count_remote(const budget_keys& names, const auth::lockout_settings& budgets,
-                                                const std::string& ip_key, const std::string& user) {
+                                                const std::string& ip_key, const std::string& user,
+                                                int weight) {
   const std::string counted(names.counted);
   const std::string locked(names.locked);
   std::vector<std::string> command{"EVAL", std::string(failure_script), user.empty() ? "2" : "4",
@@ -116,19 +120,20 @@ net::awaitable<void> shared_state::count_remote(const budget_keys& names, const 
   command.push_back(milliseconds(budgets.lockout));
   command.push_back(std::to_string(budgets.ip_failures));
   command.push_back(std::to_string(budgets.user_failures));
+  command.push_back(std::to_string(weight));
   const auto reply = co_await rt_.redis->call(std::move(command));
   usable(reply, rt_.stats);
 }
 
 net::awaitable<auth::lockout_scope> shared_state::locked(std::string ip_key, std::string user) {
-  const auto local = lockouts_.is_locked(ip_key, user, steady_clock::now());
+  const auto local = lockouts_->is_locked(ip_key, user, steady_clock::now());
   if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
   const auto remote = co_await remote_locked(failure_keys, std::move(ip_key), std::move(user));
   co_return remote;
 }
 
 net::awaitable<auth::lockout_scope> shared_state::record_failure(std::string ip_key, std::string user) {
-  lockouts_.record_failure(ip_key, user, steady_clock::now());
+  lockouts_->record_failure(ip_key, user, steady_clock::now());
   if (rt_.redis != nullptr) {
     co_await count_remote(failure_keys, rt_.settings->auth.lockout, ip_key, user);
   }
@@ -136,20 +141,28 @@ net::awaitable<auth::lockout_scope> shared_state::record_failure(std::string ip_
   co_return scope;
 }
 
-net::awaitable<auth::lockout_scope> shared_state::message_limited(std::string ip_key, std::string user) {
-  if (rt_.message_counts == nullptr) co_return auth::lockout_scope::none;
-  const auto local = rt_.message_counts->is_locked(ip_key, user, steady_clock::now());
+auth::lockout_table* shared_state::table(send_budget which) const {
+  return which == send_budget::messages ? rt_.message_counts : rt_.recipient_counts;
+}
+
+net::awaitable<auth::lockout_scope> shared_state::spent(send_budget which, std::string ip_key, std::string user) {
+  auth::lockout_table* counts = table(which);
+  if (counts == nullptr) co_return auth::lockout_scope::none;
+  const auto local = counts->is_locked(ip_key, user, steady_clock::now());
   if (local != auth::lockout_scope::none || rt_.redis == nullptr) co_return local;
-  const auto remote = co_await remote_locked(message_keys, std::move(ip_key), std::move(user));
+  const budget_keys& names = which == send_budget::messages ? message_keys : recipient_keys;
+  const auto remote = co_await remote_locked(names, std::move(ip_key), std::move(user));
   co_return remote;
 }
 
-net::awaitable<void> shared_state::count_message(std::string ip_key, std::string user) {
-  if (rt_.message_counts == nullptr) co_return;
-  rt_.message_counts->record_failure(ip_key, user, steady_clock::now());
+net::awaitable<void> shared_state::count(send_budget which, std::string ip_key, std::string user, int weight) {
+  auth::lockout_table* counts = table(which);
+  if (counts == nullptr || weight <= 0) co_return;
+  counts->record_failure(ip_key, user, steady_clock::now(), weight);
   if (rt_.redis != nullptr) {
-    const auth::lockout_settings budgets = message_budgets(*rt_.settings);
-    co_await count_remote(message_keys, budgets, ip_key, user);
+    const auth::lockout_settings budgets = send_budgets(*rt_.settings, which);
+    const budget_keys& names = which == send_budget::messages ? message_keys : recipient_keys;
+    co_await count_remote(names, budgets, ip_key, user, weight);
   }
 }
 

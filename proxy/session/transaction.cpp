@@ -184,25 +184,35 @@ std::optional<transaction::local_refusal> transaction::check_mail(smtp::path_arg
   return std::nullopt;
 }
 
-net::awaitable<bool> transaction::out_of_messages() {
-  if (session_.rt.message_counts == nullptr || session_.trusted_network) co_return false;
+namespace {
+constexpr send_budget budgets_in_order[] = {send_budget::messages, send_budget::recipients};
+}  // namespace
+
+net::awaitable<std::string_view> transaction::budget_refusal() {
+  if (session_.trusted_network) co_return std::string_view();
   const std::string user = session_.state.authenticated ? session_.state.user : std::string();
-  shared_state shared(session_.rt, *session_.rt.message_counts);
-  const auto scope = co_await shared.message_limited(session_.client_key, user);
-  if (scope == auth::lockout_scope::none) co_return false;
-  log::event("message_rate_limited")
-      .add("session", session_.id)
-      .add("client", session_.client_ip)
-      .add("user", user)
-      .add("scope", scope == auth::lockout_scope::ip ? "ip" : "user");
-  co_return true;
+  shared_state shared(session_.rt);
+  for (const send_budget which : budgets_in_order) {
+    const auto scope = co_await shared.spent(which, session_.client_key, user);
+    if (scope == auth::lockout_scope::none) continue;
+    const bool messages = which == send_budget::messages;
+    log::event("message_rate_limited")
+        .add("session", session_.id)
+        .add("client", session_.client_ip)
+        .add("user", user)
+        .add("scope", scope == auth::lockout_scope::ip ? "ip" : "user")
+        .add("budget", messages ? "messages" : "recipients");
+    co_return messages ? replies::message_rate_limited : replies::recipient_rate_limited;
+  }
+  co_return std::string_view();
 }
 
-net::awaitable<void> transaction::count_message() {
-  if (session_.rt.message_counts == nullptr || session_.trusted_network) co_return;
+net::awaitable<void> transaction::count_sent(int recipients) {
+  if (session_.trusted_network) co_return;
   const std::string user = session_.state.authenticated ? session_.state.user : std::string();
-  shared_state shared(session_.rt, *session_.rt.message_counts);
-  co_await shared.count_message(session_.client_key, user);
+  shared_state shared(session_.rt);
+  co_await shared.count(send_budget::messages, session_.client_key, user, 1);
+  co_await shared.count(send_budget::recipients, session_.client_key, user, recipients);
 }
 
 template <typename Stream>
@@ -219,9 +229,9 @@ net::awaitable<void> transaction::mail(net::line_io<Stream>& io, const smtp::com
     co_await refuse_in_order(io, *refusal);
     co_return;
   }
-  const bool spent = co_await out_of_messages();
-  if (spent) {
-    const local_refusal refusal{replies::message_rate_limited};
+  const std::string_view over_budget = co_await budget_refusal();
+  if (!over_budget.empty()) {
+    const local_refusal refusal{over_budget};
     co_await refuse_in_order(io, refusal);
     co_return;
   }
@@ -513,11 +523,12 @@ net::awaitable<data_outcome> transaction::transfer_message(net::line_io<Stream>&
       ++messages_;
       if (reply_class == 2) {
         // Counting may cost a round trip to Redis: the client's reply goes first.
-        if (session_.rt.redis != nullptr && session_.rt.message_counts != nullptr) {
+        const bool budgets = session_.rt.message_counts != nullptr || session_.rt.recipient_counts != nullptr;
+        if (session_.rt.redis != nullptr && budgets) {
           const bool replied = co_await io.flush(settings.timeouts.command);
           (void)replied;  // a client gone is found at its next read
         }
-        co_await count_message();
+        co_await count_sent(recipients);
       }
     }
   }

@@ -94,10 +94,11 @@ class transaction {
   void drop_backend() noexcept;
   /// `smtputf8`: the MAIL carries SMTPUTF8.
   std::optional<local_refusal> check_mail(smtp::path_argument& path, bool smtputf8);
-  /// The user's or the address's message budget (limits.max_messages_*) is spent.
-  net::awaitable<bool> out_of_messages();
-  /// Counts a message the backend accepted against those budgets.
-  net::awaitable<void> count_message();
+  /// The refusal for MAIL when a send budget (limits.max_messages_* or
+  /// max_recipients_*) of the user or the address is spent; empty if none is.
+  net::awaitable<std::string_view> budget_refusal();
+  /// Counts a message the backend accepted, and its recipients, against them.
+  net::awaitable<void> count_sent(int recipients);
   void mail_accepted(const std::string& sender, bool smtputf8);
   void forget_transaction() noexcept;
 

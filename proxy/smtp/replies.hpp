@@ -82,6 +82,8 @@ inline constexpr std::string_view timeout = "421 4.4.2 Timeout, closing connecti
 inline constexpr std::string_view too_many_connections = "421 4.7.0 Too many connections, try again later\r\n";
 inline constexpr std::string_view message_rate_limited =
     "450 4.7.1 Too many messages, try again later\r\n";
+inline constexpr std::string_view recipient_rate_limited =
+    "450 4.7.1 Too many recipients, try again later\r\n";
 inline constexpr std::string_view address_locked_out =
     "421 4.7.0 Too many failed logins from your address, try again later\r\n";
 // RFC 5321 4.3.1: the client must wait for the greeting.
@@ -123,6 +125,7 @@ constexpr std::string_view rejection_reason(std::string_view reply) noexcept {
       {auth_too_many_failures, "auth_failures"},
       {talked_before_greeting, "pregreet"},
       {message_rate_limited, "message_rate"},
+      {recipient_rate_limited, "recipient_rate"},
   };
   for (const auto& e : table) {
     if (e.reply == reply) return e.reason;

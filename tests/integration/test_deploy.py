@@ -60,7 +60,7 @@ CATALOGUE = {
         "class": REPLY_CLASSES},
     "smtpguard_rejections_total": {"reason": {"relay_denied", "sender_mismatch", "message_size", "recipients",
                                               "rate_limit", "smuggling", "line_too_long", "bad_command",
-                                              "message_rate"}},
+                                              "message_rate", "recipient_rate"}},
     "smtpguard_messages_total": {"result": {"accepted", "rejected", "deferred", "failed"}},
     "smtpguard_message_bytes_total": {},
     "smtpguard_recipients_total": {},
@@ -401,9 +401,9 @@ def live(factory, certs, deploy):
     """Runs the workload on two smtpguard processes (cached for the module):
 
     main: text logs, a working backend, client certificates optional, lockout
-          after 2 failures, one message per user: a TLS handshake failure,
-          messages (accepted and refused, and one over the budget), a client
-          certificate, a sender mismatch, a bad command,
+          after 2 failures, send budgets: a TLS handshake failure, messages
+          (accepted and refused, and MAILs over a recipient and a message
+          budget), a client certificate, a sender mismatch, a bad command,
           failed AUTHs with forged user names, a lockout, a refused
           connection, a SIGHUP reload.
     dead: JSON logs, nothing at the backend address: a backend error,
@@ -413,7 +413,7 @@ def live(factory, certs, deploy):
         return _LIVE
     main = factory(config={
         "auth": {"failure_delay_ms": 0, "lockout": {"ip_failures": 2}},
-        "limits": {"max_messages_per_user": 1},
+        "limits": {"max_recipients_per_user": 1, "max_messages_per_ip": 2},
         "tls": {"client_certificates": {"mode": "optional", "ca": os.path.join(certs, "ca.pem")}},
     })
     # A TLS handshake that fails: plaintext on the implicit-TLS port.
@@ -425,7 +425,8 @@ def live(factory, certs, deploy):
         except OSError:
             pass
     # A message the backend refuses, an accepted one, and then alice's
-    # message budget (1) is spent.
+    # recipient budget (1) is spent; bob's message spends the address's
+    # message budget (2).
     with main.smtp_ssl() as smtp:
         smtplib_auth(smtp, "PLAIN", *ALICE)
         try:
@@ -434,8 +435,13 @@ def live(factory, certs, deploy):
             pass
         assert smtp.sendmail("alice@example.test", ["bob@example.test"],
                              b"Subject: deploy test\r\n\r\nhello\r\n") == {}
-        code, _ = smtp.mail("alice@example.test")
-        assert code == 450, f"MAIL past the message budget: expected 450, got {code}"
+        code, reply = smtp.mail("alice@example.test")
+        assert code == 450 and b"recipients" in reply, f"MAIL past the recipient budget: {code} {reply!r}"
+    with main.smtp_ssl() as smtp:
+        smtplib_auth(smtp, "PLAIN", *BOB)
+        assert smtp.sendmail("bob@example.test", ["alice@example.test"], b"Subject: b\r\n\r\nb\r\n") == {}
+        code, reply = smtp.mail("bob@example.test")
+        assert code == 450 and b"messages" in reply, f"MAIL past the message budget: {code} {reply!r}"
     # A verified client certificate.
     ctx = main.tls_context()
     ctx.load_cert_chain(main.cert("client-alice.pem"), main.cert("client-alice.key"))

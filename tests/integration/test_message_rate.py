@@ -1,7 +1,9 @@
-"""limits.max_messages_per_user / max_messages_per_ip: a stolen password or
-an infected client can send only so many messages in a window. Messages the
-backend accepted are counted; once a budget is spent, MAIL gets 450 4.7.1
-until a window has passed. Hosts of relay.trusted_networks are not counted."""
+"""limits.max_messages_per_user / _per_ip and max_recipients_per_user /
+_per_ip: a stolen password or an infected client can send only so many
+messages, to so many recipients, in a window. Messages the backend accepted
+are counted (and their recipients); once a budget is spent, MAIL gets 450
+4.7.1 until a window has passed. Hosts of relay.trusted_networks are not
+counted."""
 
 import re
 import time
@@ -15,13 +17,14 @@ def limited_guard(smtpguard_factory, **limits):
     return smtpguard_factory(config={"limits": limits, "auth": {"failure_delay_ms": 0}})
 
 
-def send(wire, sender, subject):
+def send(wire, sender, subject, recipients=1):
     """One whole transaction on a logged-in wire; the reply to MAIL when it
     is refused, else the reply to the final dot."""
     reply = wire.cmd(f"MAIL FROM:<{sender}>")
     if reply.code != 250:
         return reply
-    assert wire.cmd("RCPT TO:<carol@example.test>").code == 250
+    for i in range(recipients):
+        assert wire.cmd(f"RCPT TO:<carol{i}@example.test>").code == 250
     assert wire.cmd("DATA").code == 354
     return wire.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.".encode())
 
@@ -130,3 +133,22 @@ def test_without_limits_nothing_is_counted(smtpguard_factory, recorder):
             assert send(wire, "alice@example.test", f"m{i}").code == 250
     recorder.wait_for(5)
     assert not metric_value(guard.metrics(), "smtpguard_rejections_total", reason="message_rate")
+
+
+def test_recipients_are_budgeted_too(smtpguard_factory, recorder):
+    guard = smtpguard_factory(config={"limits": {"max_recipients_per_user": 5, "max_recipients_per_ip": 100},
+                                      "auth": {"failure_delay_ms": 0}})
+    with session(guard, "alice") as wire:
+        assert send(wire, "alice@example.test", "three", recipients=3).code == 250
+        # 3 of 5 spent: a message to three more still goes, whole (checked at MAIL)...
+        assert send(wire, "alice@example.test", "three more", recipients=3).code == 250
+        # ...and then the budget is spent.
+        reply = send(wire, "alice@example.test", "one", recipients=1)
+        assert (reply.code, reply.enhanced) == REFUSED and "recipients" in reply.text, reply
+    with session(guard, "bob") as wire:
+        assert send(wire, "bob@example.test", "bob's", recipients=5).code == 250
+    recorder.wait_for(3)
+    recorder.expect_exactly(3)
+    assert metric_value(guard.metrics(), "smtpguard_rejections_total", reason="recipient_rate") == 1
+    assert re.search(r"event=message_rate_limited .*user=alice scope=user budget=recipients",
+                     read_text(guard.stderr_path))

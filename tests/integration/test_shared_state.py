@@ -81,7 +81,7 @@ def replica(smtpguard_factory, redis_port, auth=None, pop3_backend=None, shared=
     return guard
 
 
-def send_as_alice(guard, subject):
+def send_as_alice(guard, subject, recipients=1):
     """One message over SMTPS as alice: the reply to MAIL when it is
     refused, else the reply to the final dot."""
     with SmtpWire.connect(guard.implicit_port, guard.tls_context()) as wire:
@@ -91,7 +91,8 @@ def send_as_alice(guard, subject):
         reply = wire.cmd("MAIL FROM:<alice@example.test>")
         if reply.code != 250:
             return reply
-        assert wire.cmd("RCPT TO:<bob@example.test>").code == 250
+        for i in range(recipients):
+            assert wire.cmd(f"RCPT TO:<bob{i}@example.test>").code == 250
         assert wire.cmd("DATA").code == 354
         return wire.cmd(f"Subject: {subject}\r\n\r\n{subject}\r\n.".encode())
 
@@ -207,7 +208,7 @@ def locked_redis(tmp_path):
     instance = Redis(str(tmp_path), password="admin-pw",
                      options=["--requirepass", "admin-pw",
                               "--user", "guard", "on", ">guard pw", "~smtpguard:*", "+select",
-                              "+exists", "+mget", "+set", "+eval", "+incr", "+pexpire", "+del"]).start()
+                              "+exists", "+mget", "+set", "+eval", "+incrby", "+pexpire", "+del"]).start()
     yield instance
     instance.stop()
 
@@ -312,3 +313,19 @@ def test_counting_a_message_in_a_slow_redis_does_not_hold_its_reply(smtpguard_fa
         recorder.wait_for(1)
     finally:
         silent.close()
+
+
+def test_a_users_recipient_budget_is_shared_by_the_replicas(smtpguard_factory, redis, recorder):
+    limits = {"max_recipients_per_user": 4}
+    first = replica(smtpguard_factory, redis.port, extra={"limits": limits})
+    second = replica(smtpguard_factory, redis.port, extra={"limits": limits})
+    assert send_as_alice(first, "three", recipients=3).code == 250
+    # Counted by its recipients, in a window that expires on its own.
+    assert redis.cli("GET", "smtpguard:recipients:user:alice") == "3"
+    assert 0 < int(redis.cli("PTTL", "smtpguard:recipients:user:alice")) <= 3600 * 1000
+    assert send_as_alice(second, "one", recipients=1).code == 250
+    for guard in (first, second):
+        reply = send_as_alice(guard, "over")
+        assert (reply.code, reply.enhanced) == (450, "4.7.1") and "recipients" in reply.text, reply
+    recorder.expect_exactly(2)
+    assert redis.cli("EXISTS", "smtpguard:recipient_limit:user:alice") == "1"

@@ -72,6 +72,19 @@ TEST(lockout, ip_lock_is_reported_before_user_lock) {
   EXPECT_EQ(table.is_locked("192.0.2.2", "bob", t0), lockout_scope::user);
 }
 
+TEST(lockout, a_weight_counts_as_that_many) {
+  // A message's recipients: 3 + 4 stay under 10, 3 more reach it.
+  lockout_table table(small(0, 10));
+  table.record_failure("192.0.2.1", "alice", t0, 3);
+  table.record_failure("192.0.2.1", "alice", t0 + seconds(1), 4);
+  EXPECT_EQ(table.is_locked("192.0.2.1", "alice", t0 + seconds(1)), lockout_scope::none);
+  table.record_failure("192.0.2.1", "alice", t0 + seconds(2), 3);
+  EXPECT_EQ(table.is_locked("192.0.2.1", "alice", t0 + seconds(2)), lockout_scope::user);
+  // One heavy message alone can spend a budget.
+  table.record_failure("192.0.2.1", "bob", t0, 50);
+  EXPECT_EQ(table.is_locked("192.0.2.1", "bob", t0), lockout_scope::user);
+}
+
 TEST(lockout, zero_disables_a_budget) {
   lockout_table table(small(0, 0));
   for (int i = 0; i < 50; ++i) table.record_failure("192.0.2.1", "bob", t0 + seconds(i));

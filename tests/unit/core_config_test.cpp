@@ -140,6 +140,8 @@ TEST_F(core_config, minimal_config_parses_with_defaults) {
   EXPECT_EQ(c.limits.max_tls_handshakes, 64u);
   EXPECT_EQ(c.limits.max_messages_per_user, 0);
   EXPECT_EQ(c.limits.max_messages_per_ip, 0);
+  EXPECT_EQ(c.limits.max_recipients_per_user, 0);
+  EXPECT_EQ(c.limits.max_recipients_per_ip, 0);
   EXPECT_EQ(c.limits.message_window, std::chrono::seconds(3600));
   EXPECT_EQ(c.timeouts.data_end, std::chrono::seconds(600));
   EXPECT_EQ(c.timeouts.backend_program_exit, std::chrono::seconds(30));
@@ -173,6 +175,8 @@ TEST_F(core_config, explicit_values) {
       set("/limits/max_tls_handshakes", 8),
       set("/limits/max_messages_per_user", 200),
       set("/limits/max_messages_per_ip", 500),
+      set("/limits/max_recipients_per_user", 2000),
+      set("/limits/max_recipients_per_ip", 5000),
       set("/limits/message_window_seconds", 86400),
       set("/timeouts/data_end", 600),
       set("/smtp/bare_line_endings", "normalize"),
@@ -207,6 +211,8 @@ TEST_F(core_config, explicit_values) {
   EXPECT_EQ(c.limits.max_tls_handshakes, 8u);
   EXPECT_EQ(c.limits.max_messages_per_user, 200);
   EXPECT_EQ(c.limits.max_messages_per_ip, 500);
+  EXPECT_EQ(c.limits.max_recipients_per_user, 2000);
+  EXPECT_EQ(c.limits.max_recipients_per_ip, 5000);
   EXPECT_EQ(c.limits.message_window, std::chrono::seconds(86400));
   EXPECT_EQ(c.smtp.bare_line_endings, smtp::line_ending_policy::normalize);
   ASSERT_TRUE(c.metrics.address.has_value());
@@ -341,6 +347,8 @@ TEST_F(core_config, invalid_values) {
       {{set("/limits/max_tls_handshakes", 0)}, "limits.max_tls_handshakes"},
       {{set("/limits/max_messages_per_user", -1)}, "limits.max_messages_per_user"},
       {{set("/limits/max_messages_per_ip", "10")}, "limits.max_messages_per_ip"},
+      {{set("/limits/max_recipients_per_user", -5)}, "limits.max_recipients_per_user"},
+      {{set("/limits/max_recipients_per_ip", 1.5)}, "limits.max_recipients_per_ip"},
       {{set("/limits/message_window_seconds", 0)}, "limits.message_window_seconds"},
       {{set("/backend/address", json::array())}, "backend.address"},
       {{set("/backend/address", json::array({"127.0.0.1:25", "backend"}))}, "backend.address[1]"},
