@@ -283,6 +283,20 @@ class SmtpWire:
             r = self.cmd(command)
             assert r.code == expected, f"{command}: expected {expected}, got {r!r}"
 
+    def transaction(self, sender, recipients, body):
+        """MAIL, then each RCPT and DATA (required to succeed), then `body`
+        and the final dot: the reply to MAIL when it is refused, else the
+        reply to the final dot."""
+        reply = self.cmd(f"MAIL FROM:<{sender}>")
+        if reply.code != 250:
+            return reply
+        for rcpt in recipients:
+            r = self.cmd(f"RCPT TO:<{rcpt}>")
+            assert r.code == 250, f"RCPT TO:<{rcpt}>: expected 250, got {r!r}"
+        r = self.cmd("DATA")
+        assert r.code == 354, f"DATA: expected 354, got {r!r}"
+        return self.cmd(body + b"\r\n.")
+
     def quit(self):
         r = self.cmd("QUIT")
         assert r.code == 221, f"QUIT: expected 221, got {r!r}"

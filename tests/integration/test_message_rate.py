@@ -20,13 +20,8 @@ def limited_guard(smtpguard_factory, **limits):
 def send(wire, sender, subject, recipients=1):
     """One whole transaction on a logged-in wire; the reply to MAIL when it
     is refused, else the reply to the final dot."""
-    reply = wire.cmd(f"MAIL FROM:<{sender}>")
-    if reply.code != 250:
-        return reply
-    for i in range(recipients):
-        assert wire.cmd(f"RCPT TO:<carol{i}@example.test>").code == 250
-    assert wire.cmd("DATA").code == 354
-    return wire.cmd(f"Subject: {subject}\r\n\r\nbody\r\n.".encode())
+    return wire.transaction(sender, [f"carol{i}@example.test" for i in range(recipients)],
+                            f"Subject: {subject}\r\n\r\nbody".encode())
 
 
 def session(guard, user, source=None):

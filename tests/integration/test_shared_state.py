@@ -88,13 +88,8 @@ def send_as_alice(guard, subject, recipients=1):
         wire.read_reply()
         wire.ehlo()
         wire.login("alice")
-        reply = wire.cmd("MAIL FROM:<alice@example.test>")
-        if reply.code != 250:
-            return reply
-        for i in range(recipients):
-            assert wire.cmd(f"RCPT TO:<bob{i}@example.test>").code == 250
-        assert wire.cmd("DATA").code == 354
-        return wire.cmd(f"Subject: {subject}\r\n\r\n{subject}\r\n.".encode())
+        return wire.transaction("alice@example.test", [f"bob{i}@example.test" for i in range(recipients)],
+                                f"Subject: {subject}\r\n\r\n{subject}".encode())
 
 
 def failed_auth(guard, user):
