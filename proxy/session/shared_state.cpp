@@ -48,7 +48,7 @@ void report_unavailable(metrics* stats, const net::redis_reply* error) {
   if (!last_said.compare_exchange_strong(said, now)) return;
   log::event("shared_state_unavailable")
       .add("error", error != nullptr ? error->text : std::string("no answer"))
-      .add("effect", "lockouts, message limits and POP-before-SMTP grants are this replica's own until Redis answers");
+      .add("effect", "lockouts, send budgets and POP-before-SMTP grants are this replica's own until Redis answers");
 }
 
 // The reply, unless Redis did not answer or answered with an error.
