@@ -20,10 +20,12 @@ void lockout_table::set_settings(lockout_settings settings) {
   if (settings_.max_tracked == 0) settings_.max_tracked = 1;
 }
 
-void lockout_table::record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight) {
+void lockout_table::record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight,
+                                   std::optional<int> user_limit) {
   std::lock_guard lock(mutex_);
+  const int per_user = user_limit.value_or(settings_.user_failures);
   if (settings_.ip_failures > 0 && !ip_key.empty()) fail(ip_entry(ip_key), settings_.ip_failures, now, weight);
-  if (settings_.user_failures > 0 && !user.empty()) fail(user_entry(user), settings_.user_failures, now, weight);
+  if (per_user > 0 && !user.empty()) fail(user_entry(user), per_user, now, weight);
 }
 
 lockout_scope lockout_table::is_locked(std::string_view ip_key, std::string_view user, time_point now) {

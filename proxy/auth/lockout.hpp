@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -35,8 +36,10 @@ class lockout_table {
   explicit lockout_table(lockout_settings settings);
 
   /// Counts one failed AUTH from `ip_key` for `user` (empty: no user name
-  /// known); `weight` counts as that many (a message's recipients, say).
-  void record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight = 1);
+  /// known); `weight` counts as that many (a message's recipients, say);
+  /// `user_limit`, when given, is this user's own instead of user_failures (0: none).
+  void record_failure(std::string_view ip_key, std::string_view user, time_point now, int weight = 1,
+                      std::optional<int> user_limit = std::nullopt);
   /// The address's lockout first, then the user's; none when neither is locked.
   lockout_scope is_locked(std::string_view ip_key, std::string_view user, time_point now);
   /// Only the address (for new connections, before any user name is known).

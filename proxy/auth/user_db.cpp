@@ -183,6 +183,12 @@ std::vector<std::string> read_certificate_matches(const json& value, const std::
   return matches;
 }
 
+int read_budget(const json& value, const std::string& path) {
+  if (!value.is_number_integer() || value.get<long long>() < 0 || value.get<long long>() > 100000000)
+    fail(path, "expected a whole number from 0 (no limit) to 100000000");
+  return static_cast<int>(value.get<long long>());
+}
+
 user_record read_user(const json& value, const std::string& path) {
   if (!value.is_object()) fail(path, "expected an object");
   user_record user;
@@ -199,6 +205,8 @@ user_record read_user(const json& value, const std::string& path) {
       if (!field.is_boolean()) fail(field_path, "expected true or false");
       user.relay_by_certificate = field.get<bool>();
     }
+    else if (key == "message_budget") user.message_budget = read_budget(field, field_path);
+    else if (key == "recipient_budget") user.recipient_budget = read_budget(field, field_path);
     else fail(field_path, "unknown key");
   }
   if (!value.contains("name")) fail(path + ".name", "is required");
@@ -230,6 +238,8 @@ user_db user_db::parse(const json& document) {
         fail(path + ".client_certificates[" + std::to_string(j) + "]",
              "already belongs to user \"" + owner->second + "\"");
     }
+    db.message_budgets_ = db.message_budgets_ || user.message_budget.has_value();
+    db.recipient_budgets_ = db.recipient_budgets_ || user.recipient_budget.has_value();
     const auto& stored = db.users_.emplace(name, std::move(user)).first->second;
     if (!stored.password_hash.empty() && !is_locked(stored.password_hash))
       usable_hashes.push_back(&stored.password_hash);

@@ -1,7 +1,7 @@
 #pragma once
 // The users file (JSON): {"users": [{"name", "password", "cram_md5",
 // "scram_sha256", "digest_md5", "senders", "client_certificates",
-// "relay_by_certificate"}]}.
+// "relay_by_certificate", "message_budget", "recipient_budget"}]}.
 #include <array>
 #include <cstdint>
 #include <iosfwd>
@@ -31,6 +31,10 @@ struct user_record {
   /// Verified client certificates that are this user: "cn:NAME", "email:ADDRESS", "sha256:HEX".
   std::vector<std::string> client_certificates;
   bool relay_by_certificate = false;  ///< such a certificate alone permits relaying (no AUTH)
+  /// This user's own limits.max_messages_per_user / max_recipients_per_user
+  /// (a bulk sender needs more than the people do); 0: no limit; unset: the configuration's.
+  std::optional<int> message_budget;
+  std::optional<int> recipient_budget;
 };
 
 class user_db {
@@ -67,6 +71,11 @@ class user_db {
   /// fingerprint entry wins over an e-mail entry, which wins over a CN entry.
   const user_record* find_by_certificate(std::string_view sha256, std::span<const std::string> emails,
                                          std::string_view common_name) const;
+  /// Some user has a message_budget (or recipient_budget) of its own, which
+  /// is kept even when the configuration sets no such limit.
+  bool has_message_budgets() const noexcept { return message_budgets_; }
+  bool has_recipient_budgets() const noexcept { return recipient_budgets_; }
+
   /// MAIL FROM ownership: exact address or "@domain" entries, case-insensitive
   /// on the domain; an empty list allows any sender.
   bool sender_allowed(std::string_view user, std::string_view address) const;
@@ -78,6 +87,8 @@ class user_db {
 
   std::unordered_map<std::string, user_record> users_;
   std::uint64_t generation_ = 0;
+  bool message_budgets_ = false;
+  bool recipient_budgets_ = false;
   std::vector<std::string> dummy_hashes_;    ///< one per cost class of the users' hashes
   std::vector<std::size_t> dummy_for_user_;  ///< per user with a usable hash: its class's dummy
   std::array<std::uint8_t, 32> dummy_key_{};

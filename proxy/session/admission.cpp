@@ -155,8 +155,11 @@ net::awaitable<void> run_client_session(net::tcp::socket socket, const listener_
                          guards.lockouts);
     else {
       const auto& limits = rt.settings->limits;
-      if (limits.max_messages_per_user > 0 || limits.max_messages_per_ip > 0) rt.message_counts = &guards.message_counts;
-      if (limits.max_recipients_per_user > 0 || limits.max_recipients_per_ip > 0)
+      const bool own_messages = rt.users && rt.users->has_message_budgets();
+      const bool own_recipients = rt.users && rt.users->has_recipient_budgets();
+      if (limits.max_messages_per_user > 0 || limits.max_messages_per_ip > 0 || own_messages)
+        rt.message_counts = &guards.message_counts;
+      if (limits.max_recipients_per_user > 0 || limits.max_recipients_per_ip > 0 || own_recipients)
         rt.recipient_counts = &guards.recipient_counts;
       start_client_session(std::move(socket), listener, std::move(rt), peer, local, std::move(key),
                            std::move(slot), guards.lockouts);

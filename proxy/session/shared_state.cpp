@@ -158,9 +158,13 @@ net::awaitable<auth::lockout_scope> shared_state::spent(send_budget which, std::
 net::awaitable<void> shared_state::count(send_budget which, std::string ip_key, std::string user, int weight) {
   auth::lockout_table* counts = table(which);
   if (counts == nullptr || weight <= 0) co_return;
-  counts->record_failure(ip_key, user, steady_clock::now(), weight);
+  std::optional<int> own;
+  if (const auth::user_record* record = user.empty() || !rt_.users ? nullptr : rt_.users->find(user))
+    own = which == send_budget::messages ? record->message_budget : record->recipient_budget;
+  counts->record_failure(ip_key, user, steady_clock::now(), weight, own);
   if (rt_.redis != nullptr) {
-    const auth::lockout_settings budgets = send_budgets(*rt_.settings, which);
+    auth::lockout_settings budgets = send_budgets(*rt_.settings, which);
+    if (own) budgets.user_failures = *own;
     const budget_keys& names = which == send_budget::messages ? message_keys : recipient_keys;
     co_await count_remote(names, budgets, ip_key, user, weight);
   }

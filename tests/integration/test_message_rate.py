@@ -5,6 +5,7 @@ are counted (and their recipients); once a budget is spent, MAIL gets 450
 4.7.1 until a window has passed. Hosts of relay.trusted_networks are not
 counted."""
 
+import json
 import re
 import time
 
@@ -147,3 +148,46 @@ def test_recipients_are_budgeted_too(smtpguard_factory, recorder):
     assert metric_value(guard.metrics(), "smtpguard_rejections_total", reason="recipient_rate") == 1
     assert re.search(r"event=message_rate_limited .*user=alice scope=user budget=recipients",
                      read_text(guard.stderr_path))
+
+
+def users_with(users_file, tmp_path, **budgets):
+    """The test users file, with budgets={"alice": {"message_budget": 2}, ...} added."""
+    document = json.loads(open(users_file).read())
+    for entry in document["users"]:
+        entry.update(budgets.get(entry["name"], {}))
+    path = tmp_path / "users-with-budgets.json"
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_a_user_of_the_users_file_can_have_budgets_of_their_own(smtpguard_factory, recorder, users_file,
+                                                                tmp_path):
+    # alice is a bulk sender with no message limit; bob gets the configuration's 1.
+    users = users_with(users_file, tmp_path, alice={"message_budget": 0})
+    guard = smtpguard_factory(config={"limits": {"max_messages_per_user": 1},
+                                      "auth": {"users_file": users, "failure_delay_ms": 0}})
+    with session(guard, "alice") as wire:
+        for i in range(3):
+            assert send(wire, "alice@example.test", f"bulk {i}").code == 250
+    with session(guard, "bob") as wire:
+        assert send(wire, "bob@example.test", "bob one").code == 250
+        reply = send(wire, "bob@example.test", "bob two")
+        assert (reply.code, reply.enhanced) == REFUSED, reply
+    recorder.wait_for(4)
+    recorder.expect_exactly(4)
+
+
+def test_budgets_of_the_users_file_apply_without_a_configured_limit(smtpguard_factory, recorder, users_file,
+                                                                    tmp_path):
+    users = users_with(users_file, tmp_path, bob={"message_budget": 1}, alice={"recipient_budget": 2})
+    guard = smtpguard_factory(config={"auth": {"users_file": users, "failure_delay_ms": 0}})
+    with session(guard, "bob") as wire:
+        assert send(wire, "bob@example.test", "bob one").code == 250
+        reply = send(wire, "bob@example.test", "bob two")
+        assert (reply.code, reply.enhanced) == REFUSED and "messages" in reply.text, reply
+    with session(guard, "alice") as wire:
+        assert send(wire, "alice@example.test", "two", recipients=2).code == 250
+        reply = send(wire, "alice@example.test", "more")
+        assert (reply.code, reply.enhanced) == REFUSED and "recipients" in reply.text, reply
+    recorder.wait_for(2)
+    recorder.expect_exactly(2)

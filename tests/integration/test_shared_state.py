@@ -4,6 +4,7 @@ failure budgets and the POP-before-SMTP grants through a real Redis
 stand for two replicas; a client's record made on one must count on the
 other, and a Redis that is gone must cost only the sharing."""
 
+import json
 import os
 import poplib
 import re
@@ -324,3 +325,19 @@ def test_a_users_recipient_budget_is_shared_by_the_replicas(smtpguard_factory, r
         assert (reply.code, reply.enhanced) == (450, "4.7.1") and "recipients" in reply.text, reply
     recorder.expect_exactly(2)
     assert redis.cli("EXISTS", "smtpguard:recipient_limit:user:alice") == "1"
+
+
+def test_a_budget_from_the_users_file_is_shared_too(smtpguard_factory, redis, recorder, users_file, tmp_path):
+    document = json.loads(open(users_file).read())
+    for entry in document["users"]:
+        if entry["name"] == "alice":
+            entry["message_budget"] = 1
+    users = tmp_path / "users-with-budget.json"
+    users.write_text(json.dumps(document))
+    settings = {"auth": {"users_file": str(users)}}
+    first = replica(smtpguard_factory, redis.port, auth=settings["auth"])
+    second = replica(smtpguard_factory, redis.port, auth=settings["auth"])
+    assert send_as_alice(first, "one").code == 250
+    reply = send_as_alice(second, "two")
+    assert (reply.code, reply.enhanced) == (450, "4.7.1"), reply
+    recorder.expect_exactly(1)

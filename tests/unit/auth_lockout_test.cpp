@@ -85,6 +85,18 @@ TEST(lockout, a_weight_counts_as_that_many) {
   EXPECT_EQ(table.is_locked("192.0.2.1", "bob", t0), lockout_scope::user);
 }
 
+TEST(lockout, a_user_limit_of_its_own_replaces_the_settings) {
+  lockout_table table(small(0, 2));
+  table.record_failure("192.0.2.1", "bulk", t0, 5, 10);  // 5 of its own 10
+  EXPECT_EQ(table.is_locked("", "bulk", t0), lockout_scope::none);
+  table.record_failure("192.0.2.1", "bulk", t0, 5, 10);
+  EXPECT_EQ(table.is_locked("", "bulk", t0), lockout_scope::user);
+  table.record_failure("192.0.2.1", "free", t0, 1000, 0);  // 0: no limit
+  EXPECT_EQ(table.is_locked("", "free", t0), lockout_scope::none);
+  table.record_failure("192.0.2.1", "plain", t0, 2);  // the settings' 2
+  EXPECT_EQ(table.is_locked("", "plain", t0), lockout_scope::user);
+}
+
 TEST(lockout, zero_disables_a_budget) {
   lockout_table table(small(0, 0));
   for (int i = 0; i < 50; ++i) table.record_failure("192.0.2.1", "bob", t0 + seconds(i));

@@ -191,6 +191,22 @@ TEST(auth_user_db, digest_md5_secrets) {
   EXPECT_NE(db.digest_md5_secret_for("none"), db.digest_md5_secret_for("nobody"));
 }
 
+TEST(auth_user_db, budgets_of_their_own) {
+  const auto none = user_db::parse(json::parse(R"({"users": [{"name": "a"}]})"));
+  EXPECT_FALSE(none.find("a")->message_budget);
+  EXPECT_FALSE(none.has_message_budgets() || none.has_recipient_budgets());
+  const auto db = user_db::parse(json::parse(
+      R"({"users": [{"name": "bulk", "message_budget": 0, "recipient_budget": 50000}, {"name": "b"}]})"));
+  EXPECT_EQ(db.find("bulk")->message_budget, 0);
+  EXPECT_EQ(db.find("bulk")->recipient_budget, 50000);
+  EXPECT_FALSE(db.find("b")->message_budget);
+  EXPECT_TRUE(db.has_message_budgets());
+  EXPECT_TRUE(db.has_recipient_budgets());
+  const auto only = user_db::parse(json::parse(R"({"users": [{"name": "r", "recipient_budget": 5}]})"));
+  EXPECT_FALSE(only.has_message_budgets());
+  EXPECT_TRUE(only.has_recipient_budgets());
+}
+
 TEST(auth_user_db, errors_name_the_json_path) {
   struct row {
     std::string document;
@@ -226,6 +242,12 @@ TEST(auth_user_db, errors_name_the_json_path) {
                "users[0].scram_sha256: expected \"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>\" "
                "(RFC 5803) or \"{SCRAM-SHA-256}<iterations>,<salt>,<StoredKey>,<ServerKey>\", base64 fields, "
                "4096 to 10000000 iterations"},
+           row{R"({"users": [{"name": "a", "message_budget": -1}]})",
+               "users[0].message_budget: expected a whole number from 0 (no limit) to 100000000"},
+           row{R"({"users": [{"name": "a", "recipient_budget": "10"}]})",
+               "users[0].recipient_budget: expected a whole number from 0 (no limit) to 100000000"},
+           row{R"({"users": [{"name": "a", "recipient_budget": 2.5}]})",
+               "users[0].recipient_budget: expected a whole number from 0 (no limit) to 100000000"},
            row{R"({"users": [{"name": "a", "senders": "a@b"}]})", "users[0].senders: expected an array"},
            row{R"({"users": [{"name": "a", "senders": ["a@b", 3]}]})", "users[0].senders[1]: expected a string"},
            row{R"({"users": [{"name": "a", "senders": ["a@b", "nodomain"]}]})",
