@@ -28,12 +28,10 @@ import os
 import pwd
 import shutil
 import signal
-import socket
-import subprocess
 import time
 
 import mta_packages
-from mta_instance import file_text, private_base
+from mta_instance import DaemonInstance, private_base
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 POP3_BINARY = "/usr/lib/dovecot/pop3"
@@ -65,8 +63,9 @@ def dovecot_available():
     return True, ""
 
 
-class DovecotInstance:
+class DovecotInstance(DaemonInstance):
     NAME = "Dovecot"
+    GREETING = b"+OK"
 
     def __init__(self, port=None, base_dir=None, users=None, extra_config=""):
         """extra_config: dovecot.conf lines appended (they override the
@@ -82,7 +81,6 @@ class DovecotInstance:
         self.passwd_file = os.path.join(self.base, "passwd")
         self.log_file = os.path.join(self.base, "dovecot.log")
         self.stdout_file = os.path.join(self.base, "daemon.out")
-        self.proc = None
         self._serial = itertools.count(1)
 
     # -- setup -------------------------------------------------------------
@@ -195,46 +193,18 @@ service managesieve-login {{
         return root
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, port=None, timeout=20):
-        if port is not None:
-            self.port = port
-        if self.port is None:
-            raise ValueError("DovecotInstance.start needs a port")
+    def prepare(self):
         self.write_config()
-        with open(self.stdout_file, "ab") as out:
-            self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.config_file],
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         start_new_session=True)
-        self.wait_for_greeting(timeout)
+
+    def start(self, port=None, timeout=20):
+        # SIGTERM (stop()) makes the master stop its children (shutdown_clients).
+        self._start_daemon([DOVECOT, "-F", "-c", self.config_file], port, timeout)
         return self
 
-    def wait_for_greeting(self, timeout):
-        """Connects until Dovecot greets with +OK, then says QUIT. Raises
-        RuntimeError, with Dovecot's output and log, when it exits or does
-        not answer within timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"dovecot exited {self.proc.returncode}\n{self._diagnostics()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    s.settimeout(5)
-                    if s.recv(512).startswith(b"+OK"):
-                        s.sendall(b"QUIT\r\n")
-                        s.recv(512)
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dovecot on 127.0.0.1:{self.port} did not answer within "
-                                   f"{timeout}s\n{self._diagnostics()}")
-            time.sleep(0.1)
-
-    def _session_members(self):
-        """PIDs of the processes in dovecot's session (it and every process
-        it spawned: they do not start sessions of their own)."""
-        if self.proc is None:
-            return []
+    @staticmethod
+    def _session_members(session):
+        """PIDs of the processes in session `session` (Dovecot's master and
+        every process it spawned: they do not start sessions of their own)."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
@@ -246,32 +216,22 @@ service managesieve-login {{
                 continue
             # The command name (field 2) may contain spaces and parentheses.
             fields = stat[stat.rfind(")") + 2:].split()
-            if len(fields) > 3 and fields[3] == str(self.proc.pid):
+            if len(fields) > 3 and fields[3] == str(session):
                 found.append(int(entry))
         return found
-
-    def stop(self):
-        """SIGTERM to the master, which stops its children (shutdown_clients);
-        SIGKILL after a few seconds."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
     def cleanup(self):
         """Stops dovecot, kills (by PID) whatever it spawned that is still
         running, and removes the instance directory. Returns the PIDs that
         had to be killed (none, normally)."""
+        session = self.proc.pid if self.proc is not None else None
         self.stop()
         killed = []
-        if self.proc is not None:
+        if session is not None:
             deadline = time.monotonic() + 5
-            while self._session_members() and time.monotonic() < deadline:
+            while self._session_members(session) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            for pid in self._session_members():
+            for pid in self._session_members(session):
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -279,7 +239,6 @@ service managesieve-login {{
                     pass
         # Processes whose title names the instance (instance_name is base).
         killed += mta_packages.reap_instance_processes(self.base, timeout=1.0)
-        self.proc = None
         shutil.rmtree(self.base, ignore_errors=True)
         return killed
 
@@ -321,12 +280,3 @@ service managesieve-login {{
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-    # -- inspection --------------------------------------------------------
-    def log(self):
-        return file_text(self.log_file, "(no log)")
-
-    def _diagnostics(self):
-        out = file_text(self.stdout_file)
-        return (f"{out}\n" if out else "") + f"log:\n{self.log()}"
-

@@ -1,13 +1,15 @@
-"""What the private MTA instances used as real backends (postfix_instance.py,
-exim_instance.py, sendmail_instance.py) have in common: each lives in one
-directory of its own (`base`), listens on 127.0.0.1:<port>, delivers into a
-Maildir and keeps a log there. MtaInstance waits for the SMTP greeting, reads
-the Maildir and the log, and stops and removes the instance with the
-processes it left behind.
+"""What the private servers the tests start (postfix_instance.py,
+exim_instance.py, sendmail_instance.py, dovecot_instance.py) have in common:
+each lives in one directory of its own (`base`), listens on
+127.0.0.1:<port> and keeps a log there. DaemonInstance waits for the
+server's greeting, reads its log, and stops and removes the instance with
+the processes it left behind; MtaInstance adds the Maildir an MTA delivers
+into.
 
-A subclass sets NAME (for messages), QUEUE_ID_IN_LOG and, in __init__, port,
-base, maildir and log_file (or overrides log()); one that runs its daemon as
-a child (self.proc, output in stdout_file) starts it with _start_daemon().
+A subclass sets NAME (for messages) and, in __init__, port, base and
+log_file (or overrides log()); one that runs its daemon as a child
+(self.proc, output in stdout_file) starts it with _start_daemon(). An MTA
+also sets QUEUE_ID_IN_LOG and maildir.
 """
 
 import contextlib
@@ -55,15 +57,15 @@ def running(instance):
         instance.cleanup()
 
 
-class MtaInstance:
-    NAME = "MTA"
-    QUEUE_ID_IN_LOG = None  # a regex whose group 1 is a queue id in log()
+class DaemonInstance:
+    NAME = "server"
+    GREETING = b"220"       # how the server's first line starts when it is ready
     proc = None             # the daemon, when it runs as our child
     stdout_file = None      # where that daemon's stdout and stderr go
 
     # -- lifecycle ---------------------------------------------------------
     def _start_daemon(self, argv, port, timeout, proxy_header=None):
-        """Runs argv (the MTA's daemon in the foreground, in a session of its
+        """Runs argv (the daemon in the foreground, in a session of its
         own) as self.proc after prepare(), on `port` or the one given to the
         constructor, and waits for its greeting."""
         if port is not None:
@@ -77,7 +79,7 @@ class MtaInstance:
         self.wait_for_greeting(timeout, proxy_header)
 
     def wait_for_greeting(self, timeout, proxy_header=None):
-        """Connects to 127.0.0.1:<port> until the server greets with 220
+        """Connects to 127.0.0.1:<port> until the server greets with GREETING
         (sending proxy_header first, when given), then says QUIT. Raises
         RuntimeError, with the daemon's output and log, when the daemon exits
         or does not answer within timeout seconds."""
@@ -91,7 +93,7 @@ class MtaInstance:
                     s.settimeout(5)
                     if proxy_header:
                         s.sendall(proxy_header)
-                    if s.recv(512).startswith(b"220"):
+                    if s.recv(512).startswith(self.GREETING):
                         s.sendall(b"QUIT\r\n")
                         s.recv(512)
                         return
@@ -131,6 +133,11 @@ class MtaInstance:
 
     def log(self):
         return file_text(self.log_file, "(no log)")
+
+
+class MtaInstance(DaemonInstance):
+    NAME = "MTA"
+    QUEUE_ID_IN_LOG = None  # a regex whose group 1 is a queue id in log()
 
     def queue_ids_in_log(self):
         return re.findall(self.QUEUE_ID_IN_LOG, self.log())
