@@ -83,13 +83,11 @@ std::vector<std::string> keep_restart_only_keys(const config& running, config& n
   next.user = running.user;
   next.metrics = running.metrics;
   next.auth.verifier_threads = running.auth.verifier_threads;
-  // Each I/O thread's Redis connection logs in once, with what it was made with.
-  next.shared_state.redis = running.shared_state.redis;
-  next.shared_state.timeout = running.shared_state.timeout;
-  next.shared_state.username = running.shared_state.username;
-  next.shared_state.password_file = running.shared_state.password_file;
-  next.shared_state.password = running.shared_state.password;
-  next.shared_state.database = running.shared_state.database;
+  // Each I/O thread's Redis connection is made, and logs in, once: only the
+  // key prefix follows a reload.
+  const std::string key_prefix = next.shared_state.key_prefix;
+  next.shared_state = running.shared_state;
+  next.shared_state.key_prefix = key_prefix;
   next.relay.dns_servers = running.relay.dns_servers;
   next.relay.dnsbl_timeout = running.relay.dnsbl_timeout;
   return waiting;
